@@ -1,0 +1,56 @@
+"""Choosing the compute device: explicit, with a clear error where it does not exist."""
+
+from __future__ import annotations
+
+import os
+
+from glmtts.errors import DeviceUnavailableError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def cuda_hidden_by_env() -> bool:
+    """True when ``CUDA_VISIBLE_DEVICES`` hides every GPU (``-1`` or empty)."""
+    value = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return value is not None and value.strip() in ("", "-1")
+
+
+def cuda_unavailable_reason() -> str | None:
+    """Why CUDA cannot be used here, or None when it can."""
+    if cuda_hidden_by_env():
+        return "CUDA_VISIBLE_DEVICES hides every GPU"
+    import torch
+
+    if torch.version.cuda is None:
+        return ("this PyTorch build is CPU-only (install the CUDA build of torch 2.13.0, "
+                "see the README)")
+    if not torch.cuda.is_available():
+        return "no CUDA device or driver found"
+    return None
+
+
+def resolve_device(device: str | None = "auto") -> str:
+    """Map ``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` to a concrete torch device string.
+
+    Raises:
+        DeviceUnavailableError: CUDA was asked for where there is none, or the name is unknown.
+    """
+    name = (device or "auto").strip().lower()
+    if name == "cpu":
+        return "cpu"
+    if name == "auto":
+        return "cuda" if cuda_unavailable_reason() is None else "cpu"
+    if name == "cuda" or name.startswith("cuda:"):
+        reason = cuda_unavailable_reason()
+        if reason is not None:
+            raise DeviceUnavailableError(f"CUDA was requested but {reason}; use --cpu "
+                                         f"(or device 'cpu') to run on the processor")
+        if ":" in name:
+            import torch
+
+            index = name.split(":", 1)[1]
+            if not index.isdigit() or int(index) >= torch.cuda.device_count():
+                raise DeviceUnavailableError(f"no such GPU {name!r}: this machine has "
+                                             f"{torch.cuda.device_count()} CUDA device(s)")
+        return name
+    raise DeviceUnavailableError(f"unknown device {device!r}; choose auto, cpu, cuda or cuda:N")

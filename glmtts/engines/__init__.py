@@ -1,0 +1,37 @@
+"""TTS engines, created by name. Engine modules are imported only when asked for."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from glmtts.engines.base import Capabilities, Engine
+from glmtts.errors import UnknownEngineError
+
+#: name -> "module:class"
+_REGISTRY: dict[str, str] = {
+    "piper": "glmtts.engines.piper:PiperEngine",
+}
+DEFAULT_ENGINE = "piper"
+
+
+def engine_names() -> list[str]:
+    """Names of every registered engine, default first."""
+    return sorted(_REGISTRY, key=lambda n: (n != DEFAULT_ENGINE, n))
+
+
+def create_engine(name: str = DEFAULT_ENGINE, **options: Any) -> Engine:
+    """Create (not load) the engine called ``name``.
+
+    Raises:
+        UnknownEngineError: no engine has that name.
+    """
+    target = _REGISTRY.get(name)
+    if target is None:
+        raise UnknownEngineError(f"unknown engine {name!r}; available: "
+                                 f"{', '.join(engine_names())}")
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(module), cls)(**options)
+
+
+__all__ = ["DEFAULT_ENGINE", "Capabilities", "Engine", "create_engine", "engine_names"]

@@ -1,0 +1,102 @@
+"""The engine interface every TTS engine implements, and its declared capabilities."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from glmtts.errors import EngineNotLoadedError, InvalidRequestError
+from glmtts.request import SynthesisRequest, SynthesisResult
+
+#: Request fields an engine may or may not honour (``text`` is always honoured).
+KNOBS = ("voice", "reference_audio", "sample_rate", "use_kv_cache", "seed", "sampling_method",
+         "speed")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine does with a request.
+
+    Attributes:
+        native_sample_rate: The rate the model produces, in Hz.
+        sample_rates: Output rates it can deliver (native one included).
+        honours: Request fields (from :data:`KNOBS`) that change its output.
+        reasons: For each knob *not* honoured, one line saying why (shown next to the disabled
+            widget).
+        speech: False for engines whose audio is not speech (memory twins).
+    """
+
+    native_sample_rate: int
+    sample_rates: tuple[int, ...]
+    honours: frozenset[str]
+    reasons: dict[str, str] = field(default_factory=dict)
+    speech: bool = True
+
+    def reason(self, knob: str) -> str | None:
+        """Why ``knob`` is ignored, or None when it is honoured."""
+        if knob in self.honours:
+            return None
+        return self.reasons.get(knob, "this engine ignores it")
+
+
+class Engine(ABC):
+    """A TTS engine: ``load(device)`` once, ``synthesize(request)`` many times, ``unload()``.
+
+    Engines are pure model code: they import neither the monitoring package nor Streamlit.
+    """
+
+    name: str = "engine"
+
+    def __init__(self) -> None:
+        self._device: str | None = None
+
+    @property
+    @abstractmethod
+    def capabilities(self) -> Capabilities:
+        """What this engine honours."""
+
+    @property
+    def device(self) -> str | None:
+        """The device the model is loaded on, or None when not loaded."""
+        return self._device
+
+    @property
+    def loaded(self) -> bool:
+        return self._device is not None
+
+    @abstractmethod
+    def load(self, device: str = "auto") -> None:
+        """Load the model onto ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``)."""
+
+    @abstractmethod
+    def unload(self) -> None:
+        """Drop every reference to the model and engine-level caches (idempotent)."""
+
+    @abstractmethod
+    def _synthesize(self, request: SynthesisRequest) -> SynthesisResult:
+        """Engine-specific synthesis; the request is already validated for this engine."""
+
+    def model_bytes(self) -> int | None:
+        """Bytes of the loaded weights (parameters and buffers), or None when not loaded."""
+        return None
+
+    def check(self, request: SynthesisRequest) -> None:
+        """Raise :class:`InvalidRequestError` when this engine cannot serve ``request``."""
+        caps = self.capabilities
+        if request.sample_rate is not None and request.sample_rate not in caps.sample_rates:
+            rates = ", ".join(str(r) for r in caps.sample_rates)
+            raise InvalidRequestError(
+                "sample_rate", f"{self.name} cannot produce {request.sample_rate} Hz; "
+                               f"choose one of {rates}")
+
+    def synthesize(self, request: SynthesisRequest) -> SynthesisResult:
+        """Speak ``request.text``.
+
+        Raises:
+            EngineNotLoadedError: ``load`` was not called.
+            InvalidRequestError: the request asks for something this engine cannot do.
+        """
+        if not self.loaded:
+            raise EngineNotLoadedError(f"the {self.name} engine is not loaded: call load() first")
+        self.check(request)
+        return self._synthesize(request)
