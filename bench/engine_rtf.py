@@ -1,9 +1,10 @@
 """Real-time factor of our PyTorch Piper engine against onnxruntime running the same voice.
 
-Both sides run on the CPU with their default thread counts and do the same work per text: espeak-ng phonemes per sentence (our phonemizer, which
-matches Piper's), one network run per sentence with the voice's default noise scales, and the
-sentences joined with pauses. Runs are interleaved (ours, ORT, ours, ...) so machine noise hits
-both alike. RTF = compute seconds / seconds of audio. Last line: ``ratio: ours / ORT``.
+Both sides run with their default thread counts and do the same work per text: espeak-ng
+phonemes per sentence (our phonemizer, which matches Piper's), one network run per sentence
+with the voice's default noise scales, and the sentences joined with pauses. Runs are
+interleaved (ours, ORT, ours, ...) so machine noise hits both alike; each side gets one
+warm-up call. RTF = compute seconds / seconds of audio. Last line: ``ratio: ours / ORT``.
 
 Usage: python bench/engine_rtf.py [--reps N] [--cpu]
 """

@@ -75,7 +75,11 @@ def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int) -> Path:
     import soundfile as sf
 
     path = Path(path)
-    sf.write(str(path), np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+    try:
+        sf.write(str(path), np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16",
+                 format="WAV")
+    except sf.LibsndfileError as exc:
+        raise OSError(f"cannot write {path}: {exc.error_string}") from exc
     return path
 
 

@@ -1,0 +1,3 @@
+from glmtts.cli import main
+
+raise SystemExit(main())
