@@ -131,7 +131,7 @@ def store_costs(store: Store) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=21, help="repetitions per side")
+    parser.add_argument("--reps", type=int, default=25, help="repetitions per side")
     parser.add_argument(
         "--workload",
         choices=("auto", "piper", "torch"),
@@ -161,7 +161,9 @@ def main() -> None:
     plain_s, monitored_s = statistics.median(plain), statistics.median(monitored)
     ratios = [m / p for p, m in zip(plain, monitored, strict=True)]
     print(f"median plain {plain_s:.4f} s, monitored {monitored_s:.4f} s, {args.reps} reps each")
+    quartiles = statistics.quantiles(ratios, n=4)
     print(f"ratio of medians: {monitored_s / plain_s:.4f}")
+    print(f"per-repetition ratios: quartiles {quartiles[0]:.4f} / {quartiles[2]:.4f} (noise)")
     print(f"ratio: {statistics.median(ratios):.4f}")
 
 

@@ -1,0 +1,183 @@
+"""Plotly figures from monitoring data (DataFrames in, figures out; no Streamlit).
+
+Every figure draws at most a bounded number of points: long series are reduced per bucket to
+their maximum (memory peaks stay visible), while the stored data keeps every row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from monitoring.sampler import Marker
+from monitoring.snapshot import Snapshot
+
+MIB = 1024 * 1024
+
+#: Timeline series: column -> (legend name, where the figure comes from).
+SERIES: dict[str, str] = {
+    "nvml_device_used_bytes": "GPU used, device-wide (NVML)",
+    "nvml_process_used_bytes": "GPU used by this process (NVML)",
+    "torch_reserved_bytes": "torch reserved (allocator pool)",
+    "torch_allocated_bytes": "torch allocated (live tensors)",
+    "host_rss_bytes": "host RSS (this process)",
+}
+MARKER_COLOURS = {"synthesis": "#2a9d8f", "load": "#e9c46a", "cleanup": "#e76f51",
+                  "error": "#d62828", "recommendation": "#8d99ae"}
+
+
+def samples_frame(samples: Iterable[Snapshot]) -> pd.DataFrame:
+    """Sampler snapshots as a frame: ``time`` (datetime) and the :data:`SERIES` columns."""
+    rows = [{"wall_s": s.wall_s, **{c: getattr(s, c) for c in SERIES}} for s in samples]
+    frame = pd.DataFrame(rows, columns=["wall_s", *SERIES])
+    frame["time"] = pd.to_datetime(frame["wall_s"], unit="s")
+    return frame
+
+
+def markers_frame(markers: Iterable[Marker]) -> pd.DataFrame:
+    """Sampler markers as a frame: ``time``, ``kind``, ``phase``, ``label``, ``event_id``."""
+    rows = [{"wall_s": m.wall_s, "kind": m.kind, "phase": m.phase, "label": m.label,
+             "event_id": m.event_id} for m in markers]
+    frame = pd.DataFrame(rows, columns=["wall_s", "kind", "phase", "label", "event_id"])
+    frame["time"] = pd.to_datetime(frame["wall_s"], unit="s")
+    return frame
+
+
+def downsample_max(frame: pd.DataFrame, columns: Sequence[str], max_points: int) -> pd.DataFrame:
+    """At most ``max_points`` rows: consecutive rows grouped, each group's max per column (its
+    first row for the other columns)."""
+    if len(frame) <= max_points:
+        return frame
+    group = pd.Series(range(len(frame)), index=frame.index) * max_points // len(frame)
+    first = frame.groupby(group.to_numpy()).first()
+    peaks = frame[list(columns)].groupby(group.to_numpy()).max()
+    first[list(columns)] = peaks
+    return first.reset_index(drop=True)
+
+
+def _present(frame: pd.DataFrame, columns: Iterable[str]) -> list[str]:
+    return [c for c in columns if c in frame and frame[c].notna().any()]
+
+
+def timeline_figure(samples: pd.DataFrame, markers: pd.DataFrame | None = None,
+                    max_points: int = 1500) -> go.Figure:
+    """Memory over time, one line per available figure, events as labelled markers.
+
+    Args:
+        samples: Frame with ``time`` and any of the :data:`SERIES` columns (bytes).
+        markers: Frame from :func:`markers_frame`; only ``end``/``instant`` markers are drawn.
+        max_points: Upper bound of points per line.
+    """
+    fig = go.Figure()
+    present = _present(samples, SERIES)
+    drawn = downsample_max(samples, present, max_points)
+    for col in present:
+        fig.add_trace(go.Scatter(x=drawn["time"], y=drawn[col] / MIB, mode="lines",
+                                 name=SERIES[col], meta={"column": col}))
+    top = max((float(samples[c].max()) for c in present), default=0.0) / MIB
+    if markers is not None and len(markers):
+        shown = markers[markers["phase"].isin(["end", "instant"])]
+        for kind, rows in shown.groupby("kind", sort=False):
+            fig.add_trace(go.Scatter(
+                x=rows["time"], y=[top * 1.04] * len(rows), mode="markers+text",
+                name=f"{kind} ({len(rows)})", text=[str(kind)[0].upper()] * len(rows),
+                textposition="top center", hovertext=rows["label"].fillna(str(kind)),
+                marker={"symbol": "triangle-down", "size": 11,
+                        "color": MARKER_COLOURS.get(str(kind), "#555")},
+                meta={"markers": str(kind), "event_ids": rows["event_id"].tolist()}))
+    fig.update_layout(yaxis_title="MiB", xaxis_title=None, height=380,
+                      margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                      legend={"orientation": "h", "y": -0.15}, uirevision="timeline")
+    return fig
+
+
+def growth_frame(events: pd.DataFrame) -> pd.DataFrame:
+    """Per synthesis, in order: retained (after - before) and peak (peak - before) per figure."""
+    syn = events[events["kind"] == "synthesis"].reset_index(drop=True)
+    out = pd.DataFrame({"n": range(1, len(syn) + 1), "label": syn.get("label")})
+    for fig_name in ("nvml_process", "torch_reserved", "torch_allocated", "host_rss"):
+        before, after, peak = (syn.get(f"{fig_name}_{p}_bytes") for p in ("before", "after",
+                                                                          "peak"))
+        if before is None or after is None:
+            continue
+        out[f"{fig_name}_retained_bytes"] = after - before
+        out[f"{fig_name}_after_bytes"] = after
+        if peak is not None:
+            out[f"{fig_name}_peak_delta_bytes"] = peak - before
+    return out
+
+
+def primary_figure(frame: pd.DataFrame) -> str:
+    """The figure that best shows growth: NVML this process on GPU, else host RSS."""
+    for name in ("nvml_process", "torch_reserved", "host_rss"):
+        col = f"{name}_after_bytes"
+        if col in frame and frame[col].notna().any():
+            return name
+    return "host_rss"
+
+
+def growth_figure(events: pd.DataFrame, max_points: int = 600) -> go.Figure:
+    """The growth curve: level after each synthesis, with retained and peak deltas as bars."""
+    frame = growth_frame(events)
+    name = primary_figure(frame)
+    fig = go.Figure()
+    if len(frame):
+        cols = [c for c in (f"{name}_after_bytes", f"{name}_retained_bytes",
+                            f"{name}_peak_delta_bytes") if c in frame]
+        drawn = downsample_max(frame, cols, max_points)
+        where = "NVML this process" if name == "nvml_process" else name.replace("_", " ")
+        fig.add_trace(go.Bar(x=drawn["n"], y=drawn.get(f"{name}_peak_delta_bytes",
+                                                       pd.Series(dtype=float)) / MIB,
+                             name="peak above start (MiB)", opacity=0.45))
+        fig.add_trace(go.Bar(x=drawn["n"], y=drawn[f"{name}_retained_bytes"] / MIB,
+                             name="retained after (MiB)"))
+        fig.add_trace(go.Scatter(x=drawn["n"], y=drawn[f"{name}_after_bytes"] / MIB,
+                                 name=f"{where} after (MiB)", mode="lines+markers",
+                                 yaxis="y2"))
+        fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "title": "level, MiB"})
+    fig.update_layout(barmode="overlay", xaxis_title="synthesis #", yaxis_title="delta, MiB",
+                      height=340, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                      legend={"orientation": "h", "y": -0.2}, meta={"figure": name})
+    return fig
+
+
+def breakdown_rows(event: pd.Series | dict[str, Any]) -> pd.DataFrame:
+    """Where one event's memory went: retained and transient bytes per part."""
+    get = event.get
+
+    def delta(a: str, b: str) -> float | None:
+        x, y = get(a), get(b)
+        return None if x is None or y is None or pd.isna(x) or pd.isna(y) else float(x) - float(y)
+
+    alloc_ret = delta("torch_allocated_after_bytes", "torch_allocated_before_bytes")
+    res_ret = delta("torch_reserved_after_bytes", "torch_reserved_before_bytes")
+    cache_ret = None if alloc_ret is None or res_ret is None else res_ret - alloc_ret
+    rows = [
+        ("torch live tensors", alloc_ret,
+         delta("torch_allocated_peak_bytes", "torch_allocated_after_bytes")),
+        ("torch allocator cache", cache_ret,
+         delta("torch_reserved_peak_bytes", "torch_reserved_after_bytes")),
+        ("non-PyTorch GPU (context, libraries)",
+         delta("non_torch_gpu_after_bytes", "non_torch_gpu_before_bytes"), None),
+        ("host RSS", delta("host_rss_after_bytes", "host_rss_before_bytes"),
+         delta("host_rss_peak_bytes", "host_rss_after_bytes")),
+    ]
+    return pd.DataFrame(rows, columns=["part", "retained_bytes", "transient_bytes"]).dropna(
+        subset=["retained_bytes", "transient_bytes"], how="all")
+
+
+def breakdown_figure(event: pd.Series | dict[str, Any]) -> go.Figure:
+    """Stacked bars: per part, what stayed after the event and what was only transient."""
+    rows = breakdown_rows(event)
+    fig = go.Figure()
+    fig.add_trace(go.Bar(y=rows["part"], x=rows["retained_bytes"] / MIB, orientation="h",
+                         name="retained after (MiB)"))
+    fig.add_trace(go.Bar(y=rows["part"], x=rows["transient_bytes"].fillna(0) / MIB,
+                         orientation="h", name="transient, peak - after (MiB)"))
+    fig.update_layout(barmode="relative", height=260, margin={"l": 10, "r": 10, "t": 30,
+                                                               "b": 10},
+                      legend={"orientation": "h", "y": -0.25}, xaxis_title="MiB")
+    return fig

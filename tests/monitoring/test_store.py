@@ -1,0 +1,273 @@
+"""Event store: round trip, queries, migrations, and files that cannot be used."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from monitoring import (
+    Store,
+    StoreCorruptError,
+    StoreLockedError,
+    StoreReadOnlyError,
+    StoreSchemaError,
+    Tracker,
+    default_db_path,
+    open_store,
+    schema,
+)
+from monitoring.records import EventRecord
+
+RunPython = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def tracked(store: Store, session: str, kind: str = "synthesis", **features: object) -> EventRecord:
+    with Tracker(store=store, session_id=session).track(kind, kind, **features) as handle:
+        pass
+    assert handle.store_error is None
+    return handle.record
+
+
+def test_round_trip_across_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "memory.sqlite3"
+    with Store(path) as store:
+        assert store.schema_version == schema.SCHEMA_VERSION
+        session = store.start_session("test", engine="piper")
+        record = tracked(store, session, text="hello", chars=5)
+        store.log_event("recommendation", session_id=session, features={"clean": True})
+        store.add_samples([record.before, record.after], session_id=session)
+    with Store(path) as store:
+        (mode,) = store._conn.execute("PRAGMA journal_mode").fetchone()
+        assert mode == "wal"
+        events = store.events(session_id=session)
+        assert list(events["kind"]) == ["synthesis", "recommendation"]
+        first = events.iloc[0]
+        assert first["event_id"] == record.event_id
+        assert first["features"] == {"text": "hello", "chars": 5}
+        assert first["host_rss_before_bytes"] == record.before.host_rss_bytes
+        assert first["host_rss_peak_bytes"] == record.peaks.host_rss_bytes
+        assert first["duration_s"] == pytest.approx(record.duration_s)
+        assert events.iloc[1]["features"] == {"clean": True}
+        detail = json.loads(store.events(kind="synthesis", detail=True)["detail_json"][0])
+        assert detail["after"]["host_rss_bytes"] == record.after.host_rss_bytes
+        timeline = store.timeline(session_id=session)
+        assert list(timeline["host_rss_bytes"]) == [
+            record.before.host_rss_bytes,
+            record.after.host_rss_bytes,
+        ]
+        assert store.sessions()["label"].tolist() == ["test"]
+
+
+def test_queries_filter_and_keep_order() -> None:
+    with Store(":memory:") as store:
+        one, two = store.start_session(), store.start_session()
+        for i in range(5):
+            store.log_event("synthesis", session_id=one, label=f"s{i}")
+            store.log_event("cleanup", session_id=two, label=f"c{i}")
+        assert store.events(kind="cleanup")["label"].tolist() == [f"c{i}" for i in range(5)]
+        assert store.events(last=3)["label"].tolist() == ["c3", "s4", "c4"]
+        assert len(store.events(kind=["cleanup", "synthesis"], session_id=one)) == 5
+        assert store.events(kind="load").empty
+        with pytest.raises(ValueError, match="unknown event kind"):
+            store.log_event("party")
+
+
+def test_export_csv(tmp_path: Path) -> None:
+    with Store(":memory:") as store:
+        session = store.start_session()
+        tracked(store, session, note="a,b")
+        out = store.export_csv(tmp_path / "events.csv")
+        rows = list(csv.DictReader(out.open()))
+        assert len(rows) == 1
+        assert json.loads(rows[0]["features_json"]) == {"note": "a,b"}
+        samples = store.export_csv(tmp_path / "samples.csv", table="samples")
+        assert pd.read_csv(samples).empty
+        with pytest.raises(ValueError, match="table"):
+            store.export_csv(tmp_path / "x.csv", table="sqlite_master")
+
+
+def test_concurrent_writers_share_one_store() -> None:
+    with Store(":memory:") as store:
+        session = store.start_session()
+
+        def write() -> None:
+            for _ in range(50):
+                store.log_event("synthesis", session_id=session)
+
+        threads = [threading.Thread(target=write) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(store.events(session_id=session)) == 200
+
+
+def test_migrates_a_real_v1_file(tmp_path: Path) -> None:
+    """A v1 database written by the v1 migration, with data, opened by the current code."""
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    assert schema.migrate(conn, str(path), target=1) == [1]
+    conn.execute(
+        "INSERT INTO events (event_id, kind, wall_s, host_rss_after_bytes) VALUES (?, ?, ?, ?)",
+        ("old-event", "synthesis", 1.0, 123),
+    )
+    conn.execute("INSERT INTO samples (wall_s, host_rss_bytes) VALUES (1.0, 456)")
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(samples)")}
+    assert "torch_inactive_split_bytes" not in columns
+    conn.close()
+
+    with Store(path) as store:
+        assert store.schema_version == 2
+        events = store.events()
+        assert events["event_id"].tolist() == ["old-event"]
+        assert events["host_rss_after_bytes"].tolist() == [123]
+        timeline = store.timeline()
+        assert timeline["host_rss_bytes"].tolist() == [456]
+        assert "torch_inactive_split_bytes" in timeline.columns
+        indexes = {row[1] for row in store._conn.execute("PRAGMA index_list(events)")}
+        assert "events_by_session" in indexes
+        versions = [row[0] for row in store._conn.execute("SELECT version FROM schema_version")]
+        assert versions == [1, 2]
+        tracked(store, store.start_session())
+    with Store(path) as store:  # opening a current file migrates nothing more
+        assert store.schema_version == 2
+        assert len(store.events()) == 2
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.sqlite3"
+    Store(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO schema_version VALUES (99, 0)")
+    conn.close()
+    with pytest.raises(StoreSchemaError, match="newer"):
+        Store(path)
+
+
+def test_corrupt_file_gives_typed_error_and_fallback(tmp_path: Path) -> None:
+    path = tmp_path / "corrupt.sqlite3"
+    path.write_bytes(b"this is not a database, just text " * 200)
+    with pytest.raises(StoreCorruptError, match="not a valid SQLite database"):
+        Store(path)
+    store = open_store(path)
+    assert store.in_memory
+    assert "not a valid SQLite database" in (store.fallback_reason or "")
+    store.log_event("error", label="still running")
+    assert len(store.events()) == 1
+
+
+def test_locked_file_gives_typed_error_and_fallback(tmp_path: Path) -> None:
+    path = tmp_path / "locked.sqlite3"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE other (x)")
+    holder.execute("BEGIN EXCLUSIVE")  # a real second connection holding the write lock
+    try:
+        with pytest.raises(StoreLockedError, match="locked"):
+            Store(path, busy_timeout_s=0.05)
+        store = open_store(path, busy_timeout_s=0.05)
+        assert store.in_memory
+        assert "locked" in (store.fallback_reason or "")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_lock_taken_mid_session_raises_on_explicit_write(tmp_path: Path) -> None:
+    path = tmp_path / "busy.sqlite3"
+    with Store(path, busy_timeout_s=0.05) as store:
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(StoreLockedError):
+                store.log_event("synthesis")
+            with Tracker(store=store).track("synthesis") as handle:
+                pass
+            assert isinstance(handle.store_error, StoreLockedError)
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        store.log_event("synthesis")  # works again once the lock is gone
+        assert len(store.events()) == 1
+
+
+READ_ONLY_CHILD = """
+import json, sys
+from monitoring import Store, StoreError, open_store
+path = sys.argv[1] if len(sys.argv) > 1 else {path!r}
+try:
+    Store(path)
+    error = None
+except StoreError as err:
+    error = type(err).__name__
+store = open_store(path)
+store.log_event("error", label="kept in memory")
+rows = len(store.events())
+print(json.dumps({{"error": error, "fallback": store.fallback_reason, "rows": rows}}))
+"""
+
+
+def test_read_only_file_gives_typed_error_and_fallback(run_python: RunPython) -> None:
+    """A store file in a folder this process may not write to, opened by a child process.
+
+    As a normal user the file and folder lose their write permission. Root ignores permission
+    bits, so under root the child runs in its own mount namespace where the folder is a
+    read-only bind mount (like a read-only container volume); skipped where that is not allowed.
+    Nothing is faked: SQLite and the kernel refuse the writes.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="ro-store-"))
+    try:
+        path = folder / "memory.sqlite3"
+        Store(path).close()
+        prefix: list[str] = []
+        if os.geteuid() == 0:
+            if shutil.which("unshare") is None:
+                pytest.skip("root without unshare: cannot make the folder read-only")
+            script = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"'
+            prefix = ["unshare", "--mount", "--propagation", "private"]
+            prefix += ["sh", "-c", script, "sh", str(folder)]
+        else:
+            path.chmod(0o444)
+            folder.chmod(0o555)
+        done = run_python(READ_ONLY_CHILD.format(path=str(path)), prefix=prefix)
+        if prefix and done.returncode != 0 and "Traceback" not in done.stderr:
+            pytest.skip(f"cannot mount read-only here: {done.stderr.strip()[:200]}")
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+        assert result["error"] == "StoreReadOnlyError"
+        assert "not writable" in result["fallback"]
+        assert result["rows"] == 1
+    finally:
+        folder.chmod(0o755)
+        shutil.rmtree(folder)
+
+
+def test_read_only_check_in_process(tmp_path: Path) -> None:
+    """A folder that cannot be created (its parent is a file) is reported as not writable."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StoreReadOnlyError, match="folder"):
+        Store(blocker / "sub" / "memory.sqlite3")
+
+
+def test_location_from_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, project_root: Path
+) -> None:
+    monkeypatch.delenv("GLMTTS_DB", raising=False)
+    assert Path(default_db_path()) == project_root / "data" / "memory.sqlite3"
+    monkeypatch.setenv("GLMTTS_DB", str(tmp_path / "env.sqlite3"))
+    with Store() as store:
+        assert store.path == str(tmp_path / "env.sqlite3")
+    monkeypatch.setenv("GLMTTS_DB", ":memory:")
+    with Store() as store:
+        assert store.in_memory
