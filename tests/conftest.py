@@ -3,29 +3,21 @@
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-
-def cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if cuda_available():
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
         return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU (none here)")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+    import torch  # only when GPU tests were collected: importing torch is slow
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA: torch.cuda.is_available() is False")
+    for item in gpu_items:
+        item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,80 @@
+import pandas as pd
+import streamlit as st
+
+from monitoring import charts
+from ui import frame
+from ui.format import fmt_bytes
+from ui.sidebar import current_snapshot
+from ui.state import app_resources, tts_session
+
+#: Events read for the growth curve and the latest breakdown; the store keeps all of them.
+GROWTH_EVENTS = 2000
+
+frame.begin()
+st.title("📈 Monitor")
+res = app_resources()
+session = tts_session()
+snap = current_snapshot()
+if snap.gpu_index is None:
+    st.info(f"No GPU data: {snap.nvml_reason or 'NVML is not available'}. "
+            f"The charts show host memory (RSS) instead.")
+
+st.session_state.setdefault("live", True)
+c1, c2 = st.columns([1, 3])
+c1.toggle("Live", key="live", help="Redraw the timeline every second; off to pause")
+scope = c2.radio("Timeline span", ["2 min", "5 min", "all buffered"], horizontal=True,
+                 key="timeline_span", index=1)
+
+
+@st.fragment(run_every=1.0 if st.session_state["live"] else None)
+def timeline() -> None:
+    seconds = {"2 min": 120, "5 min": 300}.get(scope)
+    samples = res.sampler.samples()
+    frame = charts.samples_frame(samples)
+    markers = charts.markers_frame(res.sampler.markers())
+    if seconds is not None and len(frame):
+        start = frame["wall_s"].iloc[-1] - seconds
+        frame = frame[frame["wall_s"] >= start]
+        markers = markers[markers["wall_s"] >= start]
+    st.plotly_chart(charts.timeline_figure(frame, markers), key="timeline_chart",
+                    width="stretch")
+    st.caption(f"{len(samples):,} samples buffered at 10 Hz · markers: S synthesis, "
+               f"L load, C cleanup")
+
+
+timeline()
+
+events = res.store.events(kind=["synthesis", "load", "cleanup"], session_id=session.session_id,
+                          last=GROWTH_EVENTS)
+syn = events[events["kind"] == "synthesis"] if len(events) else events
+left, right = st.columns(2)
+with left:
+    st.subheader("Growth per synthesis")
+    if len(syn):
+        st.plotly_chart(charts.growth_figure(syn), key="growth_chart", width="stretch")
+        st.caption("Bars: retained after each synthesis and its peak above the start; line: "
+                   "the level after it. A level that keeps rising is a leak; one that levels "
+                   "off is the allocator's cache.")
+    else:
+        st.caption("No synthesis yet in this session.")
+with right:
+    st.subheader("Latest synthesis, by part")
+    if len(syn):
+        latest = syn.iloc[-1]
+        st.plotly_chart(charts.breakdown_figure(latest), key="breakdown_chart",
+                        width="stretch")
+        st.caption(f"“{latest['label']}”")
+    else:
+        st.caption("No synthesis yet in this session.")
+
+st.subheader("GPUs (NVML)")
+if snap.gpus:
+    st.dataframe(pd.DataFrame([{
+        "GPU": g.index, "name": g.name, "used": fmt_bytes(g.used_bytes),
+        "total": fmt_bytes(g.total_bytes), "this process": fmt_bytes(g.process_used_bytes),
+        "note": g.process_reason or "",
+    } for g in snap.gpus]), hide_index=True, width="stretch")
+else:
+    st.caption(f"No NVIDIA GPU visible: {snap.nvml_reason or 'NVML unavailable'}.")
+
+frame.end()

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Install everything (app, test tools, Chromium for the browser tests) and run every test.
+# Extra arguments go to pytest (e.g. -k engine, -m "not slow").
+source "$(dirname "$0")/_venv.sh" requirements-dev.txt
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "installing Chromium for the browser tests (Debian package)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+.venv/bin/python -m ruff check .
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,16 @@
+"""Router: page config and navigation over pages/.
+
+Each page draws the shared frame itself (``ui.frame.begin()`` first, ``ui.frame.end()`` last:
+widget persistence and the sidebar). Drawing it from here would be the same in a browser, but
+Streamlit's AppTest reruns only the page script after the first run, so the frame would vanish
+from every test rerun.
+"""
+
+import streamlit as st
+
+st.set_page_config(page_title="TTS memory dashboard", page_icon="🔊", layout="wide")
+st.navigation([
+    st.Page("pages/synthesize.py", title="Synthesize", icon="🔊", default=True),
+    st.Page("pages/monitor.py", title="Monitor", icon="📈"),
+    st.Page("pages/history.py", title="History", icon="🗂️"),
+]).run()

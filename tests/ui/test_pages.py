@@ -1,0 +1,110 @@
+"""AppTest runs of every page with the real engine, a real SQLite file and the real sampler."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+def _synthesize(at, text: str = "Hello from the test. Second sentence here."):
+    at.text_area(key="text").set_value(text)
+    at.button(key="synthesize").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def _metrics(at) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def test_synthesize_produces_audio_and_a_memory_card(app) -> None:
+    _synthesize(app)
+    assert len(app.get("audio")) == 1
+    metrics = _metrics(app)
+    assert metrics["host RSS"].endswith("iB")
+    assert metrics["load"] != "warm"  # the first synthesis loaded the model
+    assert float(metrics["real-time factor"]) > 0
+    assert any("loaded on `cpu`" in m.value for m in app.sidebar.markdown)
+    _synthesize(app, "Again, please.")
+    assert _metrics(app)["load"] == "warm"
+
+
+def test_bad_text_shows_an_error_and_no_audio(app) -> None:
+    app.text_area(key="text").set_value("  !!! 🎉 ")
+    app.button(key="synthesize").click().run()
+    assert not app.exception
+    assert "no letters or digits" in app.error[0].value
+    assert not app.get("audio")
+
+
+def test_cleanup_reports_freed_bytes_and_keeps_the_form(app) -> None:
+    text = "Keep this text exactly as typed."
+    app.selectbox(key="sample_rate").set_value(24000)
+    app.number_input(key="seed").set_value(7)
+    app.slider(key="speed").set_value(1.25)
+    _synthesize(app, text)
+    app.button(key="cleanup_button").click().run()
+    assert not app.exception
+    (message,) = [s.value for s in app.sidebar.success]
+    assert "Full cleanup freed host RSS" in message and " ms" in message
+    assert any("not loaded" in m.value for m in app.sidebar.markdown)
+    assert app.text_area(key="text").value == text
+    assert app.selectbox(key="sample_rate").value == 24000
+    assert app.number_input(key="seed").value == 7
+    assert app.slider(key="speed").value == 1.25
+    # The next synthesis reloads.
+    _synthesize(app, text)
+    assert _metrics(app)["load"] != "warm"
+
+
+def test_light_cleanup_keeps_the_model(app) -> None:
+    _synthesize(app)
+    app.radio(key="cleanup_level").set_value("light")
+    app.button(key="cleanup_button").click().run()
+    assert "Light cleanup freed" in app.sidebar.success[0].value
+    assert any("loaded on `cpu`" in m.value for m in app.sidebar.markdown)
+
+
+def _figures(at) -> list[dict]:
+    """Figure JSON of every plotly chart on the page (an UnknownElement in AppTest)."""
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def test_monitor_chart_holds_synthesis_markers(app) -> None:
+    _synthesize(app)
+    app.switch_page("pages/monitor.py").run()
+    assert not app.exception, app.exception
+    figures = _figures(app)
+    traces = [t for f in figures for t in f["data"]]
+    marker_traces = [t for t in traces if (t.get("meta") or {}).get("markers") == "synthesis"]
+    assert marker_traces and len(marker_traces[0]["x"]) >= 1
+    assert any((t.get("meta") or {}).get("column") == "host_rss_bytes" for t in traces)
+    assert any("No GPU data" in i.value for i in app.info)
+    assert len(figures) == 3  # timeline, growth curve, latest breakdown
+
+
+def test_monitor_without_syntheses(app) -> None:
+    app.switch_page("pages/monitor.py").run()
+    assert not app.exception
+    assert any("No synthesis yet" in c.value for c in app.caption)
+
+
+def test_history_lists_the_events(app) -> None:
+    _synthesize(app)
+    app.button(key="cleanup_button").click().run()
+    app.switch_page("pages/history.py").run()
+    assert not app.exception, app.exception
+    table = app.dataframe[0].value
+    assert list(table["kind"])[::-1] == ["load", "synthesis", "cleanup"]
+    app.multiselect(key="history_kinds").set_value(["synthesis"]).run()
+    assert list(app.dataframe[0].value["kind"]) == ["synthesis"]
+
+
+@pytest.mark.parametrize("page", ["pages/synthesize.py", "pages/monitor.py", "pages/history.py"])
+def test_every_page_has_the_sidebar(app, page: str) -> None:
+    app.switch_page(page).run()
+    assert not app.exception
+    assert app.button(key="cleanup_button")
+    assert any("No GPU" in m.value or "GPU " in m.value for m in app.sidebar.markdown)

@@ -1,0 +1,44 @@
+"""The per-synthesis memory card."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from glmtts.session import SynthesisOutcome
+from ui.format import fmt_bytes, fmt_seconds
+
+
+def memory_card(outcome: SynthesisOutcome) -> None:
+    """What this synthesis cost: deltas per probe, its peak, load, wall time and RTF."""
+    rec, res = outcome.record, outcome.result
+    b = rec.breakdown
+    st.markdown("##### This synthesis")
+    cols = st.columns(4)
+    figures = [
+        ("torch allocated", b.torch_allocated, "live tensors (torch allocator)"),
+        ("torch reserved", b.torch_reserved, "allocator pool: live tensors + cache"),
+        ("GPU, this process", b.nvml_process, "everything the driver charges to us (NVML)"),
+        ("host RSS", b.host_rss, "this process's resident memory"),
+    ]
+    for col, (name, change, help_text) in zip(cols, figures, strict=True):
+        if change.before_bytes is None:
+            col.metric(name, "n/a", help=help_text + " — not available on this machine")
+        else:
+            col.metric(name, fmt_bytes(change.after_bytes),
+                       delta=fmt_bytes(change.retained_bytes, signed=True),
+                       delta_color="inverse",
+                       help=f"{help_text}. Delta: retained after the call; peak "
+                            f"{fmt_bytes(change.peak_bytes)} "
+                            f"({fmt_bytes(change.peak_delta_bytes, signed=True)} above start)")
+    cols = st.columns(4)
+    host_peak = b.host_rss.peak_delta_bytes
+    gpu_peak = b.torch_reserved.peak_delta_bytes
+    cols[0].metric("peak above start", fmt_bytes(gpu_peak if gpu_peak is not None else host_peak),
+                   help="torch reserved peak on GPU, else host RSS peak (VmHWM, reset per event)")
+    cols[1].metric("load", fmt_seconds(outcome.load.duration_s) if outcome.load else "warm",
+                   help="model load time, when this synthesis had to load it first")
+    cols[2].metric("wall time", fmt_seconds(rec.duration_s),
+                   help=f"{res.duration_s:.2f} s of audio; waited "
+                        f"{fmt_seconds(outcome.waited_s)} for the device")
+    cols[3].metric("real-time factor", f"{res.rtf:.3f}" if res.rtf else "n/a",
+                   help="synthesis wall time / audio duration (below 1: faster than real time)")

@@ -1,0 +1,88 @@
+"""The sidebar on every page: device card, model state, and the 🧹 cleanup button."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from glmtts.device import cuda_unavailable_reason
+from glmtts.session import loaded_models
+from monitoring import Snapshot, take_snapshot
+from ui.format import fmt_bytes, fmt_seconds
+from ui.state import app_resources, tts_session
+
+CLEANUP_LEVELS = {
+    "full": "Full: unload this session's model, then light (next synthesis reloads)",
+    "light": "Light: gc, empty the CUDA cache, malloc_trim (model stays loaded)",
+}
+
+
+def current_snapshot() -> Snapshot:
+    """The sampler's newest reading, or a fresh one before its first."""
+    return app_resources().sampler.latest() or take_snapshot()
+
+
+def _run_cleanup() -> None:
+    """on_click: runs before the rerun, and touches nothing but its own result."""
+    level = st.session_state.get("cleanup_level", "full")
+    st.session_state["_last_cleanup"] = tts_session().cleanup(level)
+
+
+def device_card(snap: Snapshot) -> None:
+    if snap.gpu_index is not None and snap.nvml_device_total_bytes:
+        gpu = next((g for g in snap.gpus if g.index == snap.gpu_index), None)
+        st.markdown(f"**GPU {snap.gpu_index}: {gpu.name if gpu else 'NVIDIA GPU'}**")
+        used, total = snap.nvml_device_used_bytes or 0, snap.nvml_device_total_bytes
+        st.progress(min(1.0, used / total),
+                    text=f"{fmt_bytes(used)} / {fmt_bytes(total)} used (device-wide, NVML)")
+        if snap.nvml_process_used_bytes is not None:
+            st.caption(f"this process: {fmt_bytes(snap.nvml_process_used_bytes)} (NVML)")
+    else:
+        reason = snap.nvml_reason or cuda_unavailable_reason() or "no NVIDIA GPU found"
+        st.markdown("**No GPU: showing host memory**")
+        st.caption(f"Why: {reason}")
+    if snap.host_rss_bytes is not None:
+        avail = snap.system_available_bytes
+        st.caption(f"host RSS {fmt_bytes(snap.host_rss_bytes)}"
+                   + (f" · RAM available {fmt_bytes(avail)}" if avail is not None else ""))
+
+
+def model_state() -> None:
+    session = tts_session()
+    engine = session.engine
+    if engine.loaded:
+        st.markdown(f"**Model:** {session.engine_name} loaded on `{engine.device}`, "
+                    f"{fmt_bytes(engine.model_bytes())} of weights")
+    else:
+        st.markdown(f"**Model:** {session.engine_name} not loaded (loads on next synthesis)")
+    models = loaded_models()
+    if len(models) > 1:
+        total = sum(m.weights_bytes or 0 for m in models)
+        st.caption(f"{len(models)} models in this process (one per browser session), "
+                   f"{fmt_bytes(total)} of weights in all")
+
+
+def cleanup_controls() -> None:
+    st.radio("Cleanup", list(CLEANUP_LEVELS), key="cleanup_level",
+             format_func=lambda k: CLEANUP_LEVELS[k].split(":")[0],
+             help="\n\n".join(CLEANUP_LEVELS.values()), horizontal=True)
+    st.button("🧹 Clear memory", key="cleanup_button", on_click=_run_cleanup,
+              width="stretch")
+    result = st.session_state.get("_last_cleanup")
+    if result is not None:
+        freed = {
+            "host RSS": result.host_rss_freed_bytes,
+            "torch allocated": result.torch_allocated_freed_bytes,
+            "torch reserved": result.torch_reserved_freed_bytes,
+            "GPU (NVML, process)": result.nvml_process_freed_bytes,
+        }
+        parts = [f"{k} {fmt_bytes(v)}" for k, v in freed.items() if v is not None]
+        st.success(f"{result.level.capitalize()} cleanup freed " + ", ".join(parts)
+                   + f" in {fmt_seconds(result.duration_s)}", icon="🧹")
+
+
+def render_sidebar() -> None:
+    with st.sidebar:
+        device_card(current_snapshot())
+        model_state()
+        st.divider()
+        cleanup_controls()

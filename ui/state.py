@@ -1,0 +1,56 @@
+"""Where the app keeps things: one store and sampler per process, one synthesis session (and so
+one model) per browser session, as the product brief asks."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+
+import streamlit as st
+
+from glmtts.session import SynthesisSession
+from monitoring import Sampler, Store, open_store
+
+#: Widgets whose values must survive page switches (Streamlit drops the state of widgets that
+#: a run does not draw; re-assigning a key makes it the user's value instead).
+PERSISTED = ("text", "voice_path", "sample_rate", "use_kv_cache", "seed", "fixed_seed",
+             "sampling_method", "speed", "ref_text", "cleanup_level", "live", "history_kinds",
+             "history_scope")
+
+
+@dataclass(frozen=True)
+class AppResources:
+    """Process-wide: the event store, the live sampler and the app's own store session."""
+
+    store: Store
+    sampler: Sampler
+    app_session_id: str
+
+
+@st.cache_resource(show_spinner=False)
+def app_resources() -> AppResources:
+    """Open the store (in memory, with the reason, if the file cannot be used) and start the
+    10 Hz sampler; once per process, shared by every browser session."""
+    store = open_store(os.environ.get("GLMTTS_DB") or None)
+    app_session = store.start_session("app", pid=os.getpid())
+    sampler = Sampler(store=store, session_id=app_session).start()
+    return AppResources(store, sampler, app_session)
+
+
+def tts_session() -> SynthesisSession:
+    """This browser session's synthesis session (created on first use, model not loaded)."""
+    session = st.session_state.get("_tts_session")
+    if session is None:
+        res = app_resources()
+        session = SynthesisSession(store=res.store, sampler=res.sampler,
+                                   label=f"browser {uuid.uuid4().hex[:6]}")
+        st.session_state["_tts_session"] = session
+    return session
+
+
+def persist_widgets() -> None:
+    """Keep the persisted widgets' values across page switches (call once per run)."""
+    for key in PERSISTED:
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
