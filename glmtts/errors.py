@@ -32,3 +32,7 @@ class UnknownEngineError(GlmTtsError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class OutOfMemoryError(GlmTtsError):
+    """A synthesis ran out of memory, and so did its retry after a full cleanup."""

@@ -9,6 +9,7 @@ sessions never stack their peaks on one GPU.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -21,8 +22,9 @@ from typing import Any
 from glmtts.device import resolve_device
 from glmtts.engines import DEFAULT_ENGINE, create_engine
 from glmtts.engines.base import Engine
+from glmtts.errors import OutOfMemoryError
 from glmtts.request import SynthesisRequest, SynthesisResult
-from monitoring import Sampler, Store, Tracker, cleanup
+from monitoring import Sampler, Store, Tracker, cleanup, is_out_of_memory
 from monitoring.cleanup import CleanupResult
 from monitoring.records import EventRecord
 
@@ -32,6 +34,14 @@ _DEVICE_LOCKS: dict[str, threading.Lock] = {}
 _DEVICE_LOCKS_GUARD = threading.Lock()
 _REGISTRY: weakref.WeakSet[SynthesisSession] = weakref.WeakSet()
 _REGISTRY_GUARD = threading.Lock()
+
+
+def _freed_text(result: CleanupResult) -> str:
+    parts = [(result.nvml_process_freed_bytes, "GPU memory (NVML, this process)"),
+             (result.torch_reserved_freed_bytes, "torch reserved"),
+             (result.host_rss_freed_bytes, "host RSS")]
+    return ", ".join(f"{v / 2**20:.1f} MiB {name}" for v, name in parts if v is not None) or (
+        "an unmeasured amount")
 
 
 def device_lock(device: str) -> threading.Lock:
@@ -71,15 +81,22 @@ class SynthesisOutcome:
 
     Attributes:
         result: The audio and its timings.
-        record: The measured synthesis event.
+        record: The measured synthesis event (of the attempt that succeeded).
         load: The measured load event, when this call had to load the model first.
         waited_s: Seconds spent waiting for another session's synthesis on the same device.
+        attempts: Every attempt's synthesis event, failed ones included.
+        recovery: What happened when the first attempt ran out of memory, in plain words;
+            None when it did not.
+        request: The request that produced ``result`` (lighter than asked after a recovery).
     """
 
     result: SynthesisResult
     record: EventRecord
     load: EventRecord | None
     waited_s: float
+    attempts: tuple[EventRecord, ...] = ()
+    recovery: str | None = None
+    request: SynthesisRequest | None = None
 
 
 class SynthesisSession:
@@ -150,27 +167,77 @@ class SynthesisSession:
         with lock:
             yield time.perf_counter() - t0
 
-    def synthesize(self, request: SynthesisRequest) -> SynthesisOutcome:
-        """Load if needed, then speak ``request``; both measured and recorded.
-
-        Raises:
-            GlmTtsError: bad request, voice or device (typed, with a message for the user).
-            Exception: whatever the engine raised; the event is recorded with it first.
-        """
-        self.engine.check(request)
-        with self._device_turn() as waited:
-            load = self.ensure_loaded()
-            label = request.text if len(request.text) <= 40 else request.text[:37] + "..."
-            features = {**request.features(), "engine": self.engine_name,
-                        "device": self.engine.device}
-            with self.tracker.track("synthesis", label, **features) as handle:
+    def _attempt(self, request: SynthesisRequest
+                 ) -> tuple[SynthesisResult | None, EventRecord, str | None]:
+        """One tracked synthesis. Returns ``(result, record, None)``, or ``(None, record,
+        error)`` on out-of-memory; any other exception propagates (its event is recorded)."""
+        label = request.text if len(request.text) <= 40 else request.text[:37] + "..."
+        features = {**request.features(), "engine": self.engine_name,
+                    "device": self.engine.device}
+        handle = self.tracker.track("synthesis", label, **features)
+        try:
+            with handle:
                 result = self.engine.synthesize(request)
                 handle.set(audio_s=round(result.duration_s, 4), wall_s=round(result.wall_s, 4),
                            rtf=result.rtf, seed=result.metadata.get("seed"),
                            sample_rate=result.sample_rate, timings=result.timings)
+        except (MemoryError, RuntimeError) as exc:
+            if not is_out_of_memory(exc):
+                raise
+            error = f"{type(exc).__name__}: {exc}"
+        else:
+            assert handle.record is not None
+            return result, handle.record, None
+        # Out of the except block: the traceback, its frames and their tensors are gone.
         assert handle.record is not None
+        return None, handle.record, error
+
+    def lighter(self, request: SynthesisRequest) -> SynthesisRequest | None:
+        """A configuration of ``request`` that needs less memory, or None (KV cache off)."""
+        if request.use_kv_cache and self.engine.capabilities.reason("use_kv_cache") is None:
+            return dataclasses.replace(request, use_kv_cache=False)
+        return None
+
+    def synthesize(self, request: SynthesisRequest, *, recover: bool = True) -> SynthesisOutcome:
+        """Load if needed, then speak ``request``; every step measured and recorded.
+
+        On out-of-memory (``torch.cuda.OutOfMemoryError``, ``MemoryError``): every reference
+        to the failed call is dropped, a full cleanup runs, and the request is retried once,
+        with a lighter configuration where one exists; both attempts are recorded.
+
+        Raises:
+            OutOfMemoryError: the retry failed too (or ``recover`` is False).
+            GlmTtsError: bad request, voice or device (typed, with a message for the user).
+        """
+        self.engine.check(request)
+        with self._device_turn() as waited:
+            load = self.ensure_loaded()
+            result, record, error = self._attempt(request)
+            attempts = [record]
+            recovery = None
+            used = request
+            if error is not None:
+                if not recover:
+                    raise OutOfMemoryError(f"out of memory: {error}")
+                freed = self._cleanup_unlocked("full")
+                used = self.lighter(request) or request
+                reload = self.ensure_loaded()
+                load = load or reload
+                result, record, error2 = self._attempt(used)
+                attempts.append(record)
+                change = "with the KV cache off" if used is not request else "unchanged"
+                recovery = (f"Out of memory on the first attempt ({error}). A full cleanup freed "
+                            f"{_freed_text(freed)} in {freed.duration_s:.2f} s; the retry ran "
+                            f"{change}")
+                if error2 is not None:
+                    raise OutOfMemoryError(f"{recovery} and ran out of memory again "
+                                           f"({error2}). Shorten the text or free memory "
+                                           f"held by other processes.")
+                recovery += " and succeeded."
+        assert result is not None
         self.synthesis_count += 1
-        self.last = SynthesisOutcome(result, handle.record, load, waited)
+        self.last = SynthesisOutcome(result, record, load, waited, tuple(attempts), recovery,
+                                     used)
         return self.last
 
     # ----------------------------------------------------------------- cleanup
@@ -184,10 +251,13 @@ class SynthesisSession:
         if level not in ("light", "full"):
             raise ValueError(f"cleanup level must be 'light' or 'full', not {level!r}")
         with self._device_turn():
-            if level == "full":
-                result = cleanup.full(self.engine.unload, tracker=self.tracker)
-            else:
-                result = cleanup.light(tracker=self.tracker)
+            return self._cleanup_unlocked(level)
+
+    def _cleanup_unlocked(self, level: str) -> CleanupResult:
+        if level == "full":
+            result = cleanup.full(self.engine.unload, tracker=self.tracker)
+        else:
+            result = cleanup.light(tracker=self.tracker)
         self.last_cleanup = result
         return result
 
