@@ -3,7 +3,6 @@ import streamlit as st
 from glmtts.audio import wav_bytes
 from glmtts.errors import GlmTtsError
 from glmtts.request import MAX_TEXT_CHARS, SAMPLING_METHODS, SPEED_RANGE, SynthesisRequest
-from monitoring import is_out_of_memory
 from ui import frame
 from ui.cards import memory_card
 from ui.state import tts_session
@@ -84,15 +83,12 @@ if st.button("Synthesize", key="synthesize", type="primary"):
             outcome = session.synthesize(request)
         st.session_state["_last_audio"] = wav_bytes(outcome.result.audio,
                                                     outcome.result.sample_rate)
+        if outcome.recovery:
+            st.warning(outcome.recovery, icon="♻️")
         for note in request.notes:
             st.info(note)
-    except GlmTtsError as exc:
+    except GlmTtsError as exc:  # bad input, voice or device; out of memory even after retry
         st.error(str(exc))
-    except (MemoryError, RuntimeError) as exc:
-        if not is_out_of_memory(exc):
-            raise
-        st.error(f"Out of memory: {exc}. Press 🧹 Clear memory (full) and try again, or "
-                 f"shorten the text.")
 
 outcome = session.last
 if outcome is not None and "_last_audio" in st.session_state:

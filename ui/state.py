@@ -12,8 +12,9 @@ import streamlit as st
 from glmtts.session import SynthesisSession
 from monitoring import Sampler, Store, open_store
 
-#: Widgets whose values must survive page switches (Streamlit drops the state of widgets that
-#: a run does not draw; re-assigning a key makes it the user's value instead).
+#: Widgets whose values must survive page switches and cleanups. Streamlit drops the state of
+#: widgets that a run does not draw, so each full run copies these values into shadow keys
+#: (never used by a widget, so never dropped) and restores any value that went missing.
 PERSISTED = ("text", "voice_path", "sample_rate", "use_kv_cache", "seed", "fixed_seed",
              "sampling_method", "speed", "ref_text", "cleanup_level", "live", "history_kinds",
              "history_scope")
@@ -50,7 +51,11 @@ def tts_session() -> SynthesisSession:
 
 
 def persist_widgets() -> None:
-    """Keep the persisted widgets' values across page switches (call once per run)."""
+    """Keep the persisted widgets' values across page switches (call first in every run)."""
+    state = st.session_state
     for key in PERSISTED:
-        if key in st.session_state:
-            st.session_state[key] = st.session_state[key]
+        shadow = f"_kept_{key}"
+        if key in state:
+            state[shadow] = state[key]
+        elif shadow in state:
+            state[key] = state[shadow]
