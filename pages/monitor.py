@@ -7,7 +7,8 @@ from ui.format import fmt_bytes
 from ui.sidebar import current_snapshot
 from ui.state import app_resources, tts_session
 
-#: Events read for the growth curve and the latest breakdown; the store keeps all of them.
+#: Latest syntheses drawn in the growth curve (downsampled to at most 600 points); the store
+#: keeps every event, and the History page exports them all.
 GROWTH_EVENTS = 2000
 
 frame.begin()
@@ -44,9 +45,7 @@ def timeline() -> None:
 
 timeline()
 
-events = res.store.events(kind=["synthesis", "load", "cleanup"], session_id=session.session_id,
-                          last=GROWTH_EVENTS)
-syn = events[events["kind"] == "synthesis"] if len(events) else events
+syn = res.store.events(kind="synthesis", session_id=session.session_id, last=GROWTH_EVENTS)
 left, right = st.columns(2)
 with left:
     st.subheader("Growth per synthesis")
