@@ -1,0 +1,128 @@
+"""The synthesis session with the real engine, a real SQLite store and real probes."""
+
+from __future__ import annotations
+
+import gc
+import threading
+from pathlib import Path
+
+import pytest
+
+from glmtts.errors import OutOfMemoryError
+from glmtts.request import SynthesisRequest
+from glmtts.session import SynthesisSession, loaded_models
+from monitoring import open_store
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    s = open_store(tmp_path / "events.sqlite3")
+    yield s
+    s.close()
+
+
+def test_lazy_load_then_warm(store) -> None:
+    session = SynthesisSession(store=store, label="lazy")
+    assert not session.loaded
+    first = session.synthesize(SynthesisRequest(text="First one.", seed=1))
+    second = session.synthesize(SynthesisRequest(text="Second one.", seed=1))
+    assert first.load is not None and first.load.kind == "load" and first.load.ok
+    assert first.load.features["weights_bytes"] > 60_000_000
+    assert second.load is None
+    assert first.record.kind == "synthesis" and first.record.features["text_chars"] == 10
+    assert first.record.breakdown.host_rss.before_bytes > 0
+    kinds = list(store.events(session_id=session.session_id)["kind"])
+    assert kinds == ["load", "synthesis", "synthesis"]
+    session.close()
+
+
+def test_full_cleanup_unloads_and_next_synthesis_reloads(store) -> None:
+    session = SynthesisSession(store=store)
+    session.synthesize(SynthesisRequest(text="Load me.", seed=1))
+    result = session.cleanup("full")
+    assert not session.loaded
+    assert result.level == "full" and result.duration_s > 0
+    again = session.synthesize(SynthesisRequest(text="Load me.", seed=1))
+    assert again.load is not None
+    light = session.cleanup("light")
+    assert session.loaded and light.level == "light"
+    with pytest.raises(ValueError, match="light"):
+        session.cleanup("medium")
+    session.close()
+
+
+def test_registry_counts_models_of_live_sessions(store) -> None:
+    before = len(loaded_models())
+    a, b = SynthesisSession(store=store, label="a"), SynthesisSession(store=store, label="b")
+    a.synthesize(SynthesisRequest(text="One.", seed=1))
+    b.synthesize(SynthesisRequest(text="Two.", seed=1))
+    labels = {m.session_label for m in loaded_models()}
+    assert {"a", "b"} <= labels and len(loaded_models()) == before + 2
+    a.cleanup("full")
+    assert len(loaded_models()) == before + 1
+    del b
+    gc.collect()
+    assert len(loaded_models()) == before
+    a.close()
+
+
+def test_device_lock_serialises_sessions(store) -> None:
+    sessions = [SynthesisSession(store=store, label=f"s{i}") for i in range(2)]
+    for s in sessions:
+        s.synthesize(SynthesisRequest(text="Warm.", seed=0))
+    records = []
+
+    def run(s: SynthesisSession) -> None:
+        records.append(s.synthesize(SynthesisRequest(text="At the same time, please.",
+                                                     seed=3)).record)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in sessions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    first, second = sorted(records, key=lambda r: r.started_monotonic_s)
+    assert first.started_monotonic_s + first.duration_s <= second.started_monotonic_s + 1e-3
+
+
+def test_out_of_memory_is_recovered_by_cleanup_and_retry(store) -> None:
+    """CPU stand-in for a GPU out-of-memory: the engine's fault-injection switch."""
+    session = SynthesisSession(store=store)
+    session.synthesize(SynthesisRequest(text="Warm.", seed=0))
+    session.engine.inject_oom("overflow")
+    outcome = session.synthesize(SynthesisRequest(text="This will overflow once.", seed=2))
+    assert len(outcome.attempts) == 2
+    assert outcome.attempts[0].oom and not outcome.attempts[0].ok
+    assert outcome.attempts[1].ok
+    assert outcome.recovery and "full cleanup freed" in outcome.recovery
+    assert outcome.load is not None  # the retry reloaded the model
+    kinds = list(store.events(session_id=session.session_id)["kind"])
+    assert kinds[-4:] == ["synthesis", "cleanup", "load", "synthesis"]
+    session.close()
+
+
+def test_out_of_memory_twice_is_a_clear_error(store) -> None:
+    """CPU stand-in for a GPU out-of-memory: the engine's fault-injection switch, twice."""
+    session = SynthesisSession(store=store)
+    session.engine.inject_oom("twice")
+    session.engine.inject_oom("twice")
+    with pytest.raises(OutOfMemoryError, match="ran out of memory again"):
+        session.synthesize(SynthesisRequest(text="Fail twice.", seed=2))
+    events = store.events(session_id=session.session_id, kind="synthesis")
+    assert list(events["oom"]) == [True, True]
+    session.close()
+
+
+def test_no_recovery_when_asked(store) -> None:
+    session = SynthesisSession(store=store)
+    session.engine.inject_oom()
+    with pytest.raises(OutOfMemoryError, match="out of memory"):
+        session.synthesize(SynthesisRequest(text="No retry.", seed=2), recover=False)
+    session.close()
+
+
+def test_other_errors_are_recorded_and_raised(store) -> None:
+    session = SynthesisSession(store=store)
+    with pytest.raises(Exception, match="cannot produce 16000 Hz"):
+        session.synthesize(SynthesisRequest(text="Bad rate.", sample_rate=16000))
+    session.close()

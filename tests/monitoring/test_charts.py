@@ -1,0 +1,93 @@
+"""Chart builders: DataFrames in, Plotly figures out; no Streamlit, bounded point counts."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from monitoring import charts
+from monitoring.sampler import Marker
+from monitoring.snapshot import Snapshot
+
+MIB = 2**20
+
+
+def _samples(n: int) -> list[Snapshot]:
+    return [Snapshot(monotonic_s=float(i), wall_s=1_700_000_000.0 + i / 10,
+                     host_rss_bytes=(500 + (i % 100)) * MIB) for i in range(n)]
+
+
+def test_timeline_draws_present_series_and_markers() -> None:
+    frame = charts.samples_frame(_samples(50))
+    markers = charts.markers_frame([
+        Marker("synthesis", "start", "hi", "e1", 1.0, 1_700_000_000.1),
+        Marker("synthesis", "end", "hi", "e1", 2.0, 1_700_000_000.2),
+        Marker("cleanup", "end", "full", "e2", 3.0, 1_700_000_000.3),
+    ])
+    fig = charts.timeline_figure(frame, markers).to_dict()
+    lines = [t for t in fig["data"] if t.get("meta", {}).get("column")]
+    assert [t["meta"]["column"] for t in lines] == ["host_rss_bytes"]  # GPU series are empty
+    syn = [t for t in fig["data"] if t.get("meta", {}).get("markers") == "synthesis"]
+    assert len(syn) == 1 and len(syn[0]["x"]) == 1  # only the end marker is drawn
+    assert syn[0]["meta"]["event_ids"] == ["e1"]
+    assert any(t.get("meta", {}).get("markers") == "cleanup" for t in fig["data"])
+
+
+def test_timeline_is_downsampled_but_keeps_peaks() -> None:
+    samples = _samples(20_000)
+    spike = Snapshot(monotonic_s=0.5, wall_s=1_700_000_000.05, host_rss_bytes=5000 * MIB)
+    samples.insert(12_345, spike)
+    fig = charts.timeline_figure(charts.samples_frame(samples), max_points=500)
+    (line,) = fig.data
+    assert len(line.y) <= 500
+    assert max(line.y) == 5000.0
+
+
+def _events(n: int, leak_per_step: int) -> pd.DataFrame:
+    rows = []
+    for i in range(n):
+        before = (600 + i * leak_per_step) * MIB
+        rows.append({"kind": "synthesis", "label": f"s{i}", "host_rss_before_bytes": before,
+                     "host_rss_after_bytes": before + leak_per_step * MIB,
+                     "host_rss_peak_bytes": before + 80 * MIB})
+    rows.append({"kind": "cleanup", "label": "full"})
+    return pd.DataFrame(rows)
+
+
+def test_growth_frame_and_figure() -> None:
+    events = _events(5, leak_per_step=10)
+    frame = charts.growth_frame(events)
+    assert list(frame["n"]) == [1, 2, 3, 4, 5]
+    assert (frame["host_rss_retained_bytes"] == 10 * MIB).all()
+    assert (frame["host_rss_peak_delta_bytes"] == 80 * MIB).all()
+    fig = charts.growth_figure(events).to_dict()
+    assert fig["layout"]["meta"]["figure"] == "host_rss"
+    assert len(fig["data"]) == 3
+
+
+def test_growth_figure_bounded_for_many_events() -> None:
+    fig = charts.growth_figure(_events(10_000, leak_per_step=1), max_points=600)
+    assert all(len(t.x) <= 600 for t in fig.data)
+
+
+def test_growth_prefers_gpu_figures_when_present() -> None:
+    events = _events(3, 1)
+    events["nvml_process_before_bytes"] = 7 * 2**30
+    events["nvml_process_after_bytes"] = 7 * 2**30 + 200 * MIB
+    assert charts.primary_figure(charts.growth_frame(events)) == "nvml_process"
+
+
+def test_breakdown_rows_split_retained_and_transient() -> None:
+    event = {"torch_allocated_before_bytes": 100, "torch_allocated_after_bytes": 150,
+             "torch_allocated_peak_bytes": 400, "torch_reserved_before_bytes": 200,
+             "torch_reserved_after_bytes": 500, "torch_reserved_peak_bytes": 700,
+             "non_torch_gpu_before_bytes": 10, "non_torch_gpu_after_bytes": 30,
+             "host_rss_before_bytes": 1000, "host_rss_after_bytes": 1100,
+             "host_rss_peak_bytes": 1500}
+    rows = charts.breakdown_rows(event).set_index("part")
+    assert rows.loc["torch live tensors"].tolist() == [50, 250]
+    assert rows.loc["torch allocator cache", "retained_bytes"] == 250  # 300 reserved - 50 live
+    assert rows.loc["host RSS"].tolist() == [100, 400]
+    cpu_only = charts.breakdown_rows({"host_rss_before_bytes": 1, "host_rss_after_bytes": 3,
+                                      "host_rss_peak_bytes": 9})
+    assert list(cpu_only["part"]) == ["host RSS"]
+    assert charts.breakdown_figure(event).to_dict()["data"]
