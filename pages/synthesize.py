@@ -1,6 +1,10 @@
+import tempfile
+from pathlib import Path
+
 import streamlit as st
 
 from glmtts.audio import wav_bytes
+from glmtts.engines import engine_names, engine_status
 from glmtts.errors import GlmTtsError
 from glmtts.request import MAX_TEXT_CHARS, SAMPLING_METHODS, SPEED_RANGE, SynthesisRequest
 from ui import frame
@@ -10,6 +14,19 @@ from ui.state import tts_session
 frame.begin()
 st.title("🔊 Synthesize")
 session = tts_session()
+status = engine_status()
+st.session_state.setdefault("engine", session.engine_name)
+engine_col, note_col = st.columns([1, 2])
+engine = engine_col.selectbox(
+    "Engine", engine_names(), key="engine",
+    format_func=lambda n: n if status[n] is None else f"{n} (unavailable)")
+if status[engine] is not None:
+    note_col.warning(f"{engine} cannot run here: {status[engine]}")
+elif engine != session.engine_name:
+    try:
+        session.switch_engine(engine)
+    except GlmTtsError as exc:
+        note_col.error(str(exc))
 caps = session.engine.capabilities
 defaults = {"text": "Hello! This is the embedded voice. Watch what each synthesis costs in "
                     "memory.",
@@ -32,11 +49,23 @@ with left:
         disabled=caps.reason("voice") is not None)
 with right:
     ref_reason = caps.reason("reference_audio")
-    st.file_uploader("Reference voice (prompt audio)", type=["wav", "flac", "ogg", "mp3"],
-                     key="ref_audio", disabled=ref_reason is not None,
-                     help=ref_reason or "A 2-30 s recording of the voice to clone")
+    upload = st.file_uploader("Reference voice (prompt audio)",
+                              type=["wav", "flac", "ogg", "mp3"], key="ref_audio",
+                              disabled=ref_reason is not None,
+                              help=ref_reason or "A 2-30 s recording of the voice to clone")
     if ref_reason:
         st.caption(f"Disabled: {ref_reason}.")
+    elif upload is not None:
+        # Kept on disk (and its path in the session) so that it outlives page switches.
+        folder = Path(tempfile.gettempdir()) / "glmtts-uploads" / (session.session_id or "anon")
+        folder.mkdir(parents=True, exist_ok=True)
+        saved = folder / Path(upload.name).name
+        saved.write_bytes(upload.getvalue())
+        st.session_state["_ref_audio_path"] = str(saved)
+    if ref_reason is None and st.session_state.get("_ref_audio_path"):
+        st.caption(f"Reference: {Path(st.session_state['_ref_audio_path']).name}")
+        st.audio(st.session_state["_ref_audio_path"])
+        st.text_input("Transcript of the reference", key="ref_text")
 
 with st.expander("Advanced settings"):
     c1, c2 = st.columns(2)
@@ -63,7 +92,8 @@ with st.expander("Advanced settings"):
         if sm_reason:
             st.caption(f"Disabled: {sm_reason}.")
 
-if st.button("Synthesize", key="synthesize", type="primary"):
+if st.button("Synthesize", key="synthesize", type="primary",
+             disabled=status[engine] is not None):
     try:
         wanted = voice_path.strip() or None
         if wanted != session.engine_options.get("voice"):
@@ -71,6 +101,9 @@ if st.button("Synthesize", key="synthesize", type="primary"):
         request = SynthesisRequest(
             text=st.session_state.get("text", ""),
             voice=wanted,
+            reference_audio=(st.session_state.get("_ref_audio_path")
+                             if ref_reason is None else None),
+            reference_text=st.session_state.get("ref_text") if ref_reason is None else None,
             sample_rate=int(st.session_state["sample_rate"]),
             use_kv_cache=bool(st.session_state.get("use_kv_cache", False)),
             seed=int(st.session_state["seed"]) if st.session_state.get("fixed_seed", True)

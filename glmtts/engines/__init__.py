@@ -20,8 +20,8 @@ def engine_names() -> list[str]:
     return sorted(_REGISTRY, key=lambda n: (n != DEFAULT_ENGINE, n))
 
 
-def create_engine(name: str = DEFAULT_ENGINE, **options: Any) -> Engine:
-    """Create (not load) the engine called ``name``.
+def engine_class(name: str) -> type[Engine]:
+    """The engine class registered as ``name`` (its module is imported now).
 
     Raises:
         UnknownEngineError: no engine has that name.
@@ -31,7 +31,22 @@ def create_engine(name: str = DEFAULT_ENGINE, **options: Any) -> Engine:
         raise UnknownEngineError(f"unknown engine {name!r}; available: "
                                  f"{', '.join(engine_names())}")
     module, cls = target.split(":")
-    return getattr(importlib.import_module(module), cls)(**options)
+    return getattr(importlib.import_module(module), cls)
 
 
-__all__ = ["DEFAULT_ENGINE", "Capabilities", "Engine", "create_engine", "engine_names"]
+def engine_status() -> dict[str, str | None]:
+    """Every engine name -> why it cannot run here (None when it can)."""
+    return {name: engine_class(name).unavailable_reason() for name in engine_names()}
+
+
+def create_engine(name: str = DEFAULT_ENGINE, **options: Any) -> Engine:
+    """Create (not load) the engine called ``name``.
+
+    Raises:
+        UnknownEngineError: no engine has that name.
+    """
+    return engine_class(name)(**options)
+
+
+__all__ = ["DEFAULT_ENGINE", "Capabilities", "Engine", "create_engine", "engine_class",
+           "engine_names", "engine_status"]

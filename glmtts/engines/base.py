@@ -76,6 +76,13 @@ class Engine(ABC):
                     raise torch.cuda.OutOfMemoryError(message)
                 raise MemoryError(message)
 
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """Why this engine cannot run on this machine (one line), or None when it can.
+
+        Checked before construction, so the UI can list the engine with the reason."""
+        return None
+
     @property
     @abstractmethod
     def capabilities(self) -> Capabilities:
