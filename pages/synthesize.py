@@ -95,7 +95,7 @@ with st.expander("Advanced settings"):
 if st.button("Synthesize", key="synthesize", type="primary",
              disabled=status[engine] is not None):
     try:
-        wanted = voice_path.strip() or None
+        wanted = (voice_path.strip() or None) if caps.reason("voice") is None else None
         if wanted != session.engine_options.get("voice"):
             session.switch_engine(session.engine_name, {"voice": wanted} if wanted else {})
         request = SynthesisRequest(
