@@ -24,8 +24,15 @@ from glmtts.engines import DEFAULT_ENGINE, create_engine
 from glmtts.engines.base import Engine
 from glmtts.errors import OutOfMemoryError
 from glmtts.request import SynthesisRequest, SynthesisResult
-from monitoring import Sampler, Store, Tracker, cleanup, is_out_of_memory
+from monitoring import Sampler, Store, Tracker, cleanup, is_out_of_memory, take_snapshot
 from monitoring.cleanup import CleanupResult
+from monitoring.policy import (
+    HistoryEvent,
+    PendingRequest,
+    PolicySettings,
+    Recommendation,
+    recommend,
+)
 from monitoring.records import EventRecord
 
 log = logging.getLogger(__name__)
@@ -88,6 +95,8 @@ class SynthesisOutcome:
         recovery: What happened when the first attempt ran out of memory, in plain words;
             None when it did not.
         request: The request that produced ``result`` (lighter than asked after a recovery).
+        recommendation: What the policy said before this synthesis (None when it is off).
+        auto_cleanup: The cleanup that auto mode ran before this synthesis, if any.
     """
 
     result: SynthesisResult
@@ -97,6 +106,8 @@ class SynthesisOutcome:
     attempts: tuple[EventRecord, ...] = ()
     recovery: str | None = None
     request: SynthesisRequest | None = None
+    recommendation: Recommendation | None = None
+    auto_cleanup: CleanupResult | None = None
 
 
 class SynthesisSession:
@@ -109,12 +120,17 @@ class SynthesisSession:
         store: Event store; None records nothing durable.
         sampler: Running sampler, for NVML peaks and timeline markers.
         label: Name of this session in tables and the registry.
+        policy_mode: ``advise`` (recommend only), ``auto`` (run a required cleanup before the
+            synthesis, recorded) or ``off``.
     """
+
+    #: Events kept in memory for the policy (the store keeps them all).
+    HISTORY = 400
 
     def __init__(self, engine: str = DEFAULT_ENGINE, *,
                  engine_options: dict[str, Any] | None = None, device: str = "auto",
                  store: Store | None = None, sampler: Sampler | None = None,
-                 label: str | None = None) -> None:
+                 label: str | None = None, policy_mode: str = "advise") -> None:
         self.engine_name = engine
         self.engine_options = dict(engine_options or {})
         self.engine: Engine = create_engine(engine, **self.engine_options)
@@ -130,6 +146,8 @@ class SynthesisSession:
         self.synthesis_count = 0
         self.last: SynthesisOutcome | None = None
         self.last_cleanup: CleanupResult | None = None
+        self.policy_mode = policy_mode
+        self.history: list[HistoryEvent] = []
         with _REGISTRY_GUARD:
             _REGISTRY.add(self)
 
@@ -147,6 +165,7 @@ class SynthesisSession:
                                 engine=self.engine_name, device=target) as handle:
             self.engine.load(target)
             handle.set(weights_bytes=self.engine.model_bytes())
+        self._remember(handle.record)
         return handle.record
 
     def switch_engine(self, engine: str, engine_options: dict[str, Any] | None = None) -> None:
@@ -182,10 +201,15 @@ class SynthesisSession:
                            rtf=result.rtf, seed=result.metadata.get("seed"),
                            sample_rate=result.sample_rate, timings=result.timings)
         except (MemoryError, RuntimeError) as exc:
+            self._remember(handle.record)
             if not is_out_of_memory(exc):
                 raise
             error = f"{type(exc).__name__}: {exc}"
+        except BaseException:
+            self._remember(handle.record)
+            raise
         else:
+            self._remember(handle.record)
             assert handle.record is not None
             return result, handle.record, None
         # Out of the except block: the traceback, its frames and their tensors are gone.
@@ -210,6 +234,11 @@ class SynthesisSession:
             GlmTtsError: bad request, voice or device (typed, with a message for the user).
         """
         self.engine.check(request)
+        rec = auto = None
+        if self.policy_mode != "off":  # outside the device turn: a cleanup takes it too
+            rec = self.recommend(request)
+            if rec.should_act:
+                auto = self.cleanup(rec.action)
         with self._device_turn() as waited:
             load = self.ensure_loaded()
             result, record, error = self._attempt(request)
@@ -237,8 +266,45 @@ class SynthesisSession:
         assert result is not None
         self.synthesis_count += 1
         self.last = SynthesisOutcome(result, record, load, waited, tuple(attempts), recovery,
-                                     used)
+                                     used, rec, auto)
         return self.last
+
+    # ----------------------------------------------------------------- policy
+    def _remember(self, record: EventRecord | None) -> None:
+        if record is not None:
+            self.history.append(HistoryEvent.from_record(record))
+            del self.history[:-self.HISTORY]
+
+    def pending(self, request: SynthesisRequest) -> PendingRequest:
+        """The policy's view of ``request`` on this session's engine (resolved values)."""
+        caps = self.engine.capabilities
+        return PendingRequest.from_features(
+            {**request.features(), "engine": self.engine_name},
+            device=self.engine.device or resolve_device(self.device),
+            sample_rate=request.sample_rate or caps.native_sample_rate)
+
+    def policy_settings(self) -> PolicySettings:
+        """Policy settings for this engine: Piper keeps no cache keyed by sample rate (its
+        resampling kernels are keyed by the rates), so only an engine or voice change counts."""
+        invalidating = (("engine", "voice") if self.engine_name == "piper"
+                        else PolicySettings.cache_invalidating_features)
+        return PolicySettings(mode=self.policy_mode, cache_invalidating_features=invalidating)
+
+    def recommend(self, request: SynthesisRequest | None = None, *, record: bool = True
+                  ) -> Recommendation:
+        """What the policy advises before ``request`` (or now), from a fresh snapshot and this
+        session's history; an advised or required recommendation is recorded in the store."""
+        import sys
+
+        torch = sys.modules.get("torch")
+        cuda = torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized()
+        snapshot = take_snapshot(releasable=cuda)
+        pending = self.pending(request) if request is not None else None
+        rec = recommend(snapshot, self.history, pending, self.policy_settings())
+        if record and rec.urgency != "info" and self.store is not None:
+            self.store.log_event("recommendation", label=rec.summary[:120],
+                                 session_id=self.session_id, features=rec.to_features())
+        return rec
 
     # ----------------------------------------------------------------- cleanup
     def cleanup(self, level: str = "full") -> CleanupResult:
@@ -258,6 +324,7 @@ class SynthesisSession:
             result = cleanup.full(self.engine.unload, tracker=self.tracker)
         else:
             result = cleanup.light(tracker=self.tracker)
+        self._remember(result.event)
         self.last_cleanup = result
         return result
 

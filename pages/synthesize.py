@@ -116,6 +116,11 @@ if st.button("Synthesize", key="synthesize", type="primary",
             outcome = session.synthesize(request)
         st.session_state["_last_audio"] = wav_bytes(outcome.result.audio,
                                                     outcome.result.sample_rate)
+        if outcome.auto_cleanup is not None:
+            done = outcome.auto_cleanup
+            st.info(f"Auto policy ran a {done.level} cleanup first "
+                    f"({outcome.recommendation.summary if outcome.recommendation else ''}); "
+                    f"it took {done.duration_s:.2f} s.", icon="🧭")
         if outcome.recovery:
             st.warning(outcome.recovery, icon="♻️")
         for note in request.notes:

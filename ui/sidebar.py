@@ -5,8 +5,11 @@ from __future__ import annotations
 import streamlit as st
 
 from glmtts.device import cuda_unavailable_reason
+from glmtts.errors import GlmTtsError
+from glmtts.request import SynthesisRequest
 from glmtts.session import loaded_models
 from monitoring import Snapshot, take_snapshot
+from monitoring.policy import MODES, Recommendation
 from ui.format import fmt_bytes, fmt_seconds
 from ui.state import app_resources, tts_session
 
@@ -80,9 +83,65 @@ def cleanup_controls() -> None:
                    + f" in {fmt_seconds(result.duration_s)}", icon="🧹")
 
 
+MODE_HELP = {
+    "advise": "recommend only",
+    "auto": "run a required cleanup before the synthesis (recorded)",
+    "off": "no recommendations",
+}
+_BOX = {"info": st.info, "advised": st.warning, "required": st.error}
+
+
+def _pending_request() -> SynthesisRequest | None:
+    """The request the Synthesize form would send now, or None when it is not valid."""
+    state = st.session_state
+    try:
+        return SynthesisRequest(
+            text=state.get("text", ""), sample_rate=state.get("sample_rate"),
+            use_kv_cache=bool(state.get("use_kv_cache", False)))
+    except GlmTtsError:
+        return None
+
+
+def _apply_recommendation() -> None:
+    action = st.session_state.get("_policy_action")
+    if action in ("light", "full"):
+        st.session_state["_last_cleanup"] = tts_session().cleanup(action)
+
+
+def policy_box() -> None:
+    session = tts_session()
+    st.session_state.setdefault("policy_mode", session.policy_mode)
+    mode = st.radio("Cleanup policy", MODES, key="policy_mode", horizontal=True,
+                    help="\n\n".join(f"**{m}**: {h}" for m, h in MODE_HELP.items()))
+    session.policy_mode = mode
+    if mode == "off":
+        return
+    rec: Recommendation = session.recommend(_pending_request(), record=False)
+    _BOX[rec.urgency](rec.summary, icon="🧭")
+    with st.expander("Why"):
+        for reason in rec.reasons:
+            st.markdown(f"- **{reason.rule}** ({reason.urgency}): {reason.text}")
+        figures = {
+            "predicted peak": fmt_bytes(rec.predicted_peak_bytes),
+            "upper bound": fmt_bytes(rec.predicted_peak_upper_bytes),
+            "needed": fmt_bytes(rec.needed_bytes),
+            "headroom": fmt_bytes(rec.headroom_bytes),
+            "light cleanup frees": fmt_bytes(rec.light_frees_bytes),
+            "full cleanup frees": fmt_bytes(rec.full_frees_bytes),
+            "reload cost": fmt_seconds(rec.reload_cost_s),
+        }
+        st.caption(" · ".join(f"{k}: {v}" for k, v in figures.items()))
+    st.session_state["_policy_action"] = rec.action
+    if rec.action != "none":
+        st.button(f"Apply: {rec.action} cleanup", key="policy_apply",
+                  on_click=_apply_recommendation, width="stretch")
+
+
 def render_sidebar() -> None:
     with st.sidebar:
         device_card(current_snapshot())
         model_state()
+        st.divider()
+        policy_box()
         st.divider()
         cleanup_controls()

@@ -126,3 +126,34 @@ def test_other_errors_are_recorded_and_raised(store) -> None:
     with pytest.raises(Exception, match="cannot produce 16000 Hz"):
         session.synthesize(SynthesisRequest(text="Bad rate.", sample_rate=16000))
     session.close()
+
+
+def test_auto_mode_runs_a_required_cleanup_first(store) -> None:
+    from monitoring.policy import PolicySettings
+
+    session = SynthesisSession(store=store, policy_mode="auto")
+    # As for GLM-TTS, whose mel/window caches are keyed by device only: a sample-rate switch
+    # invalidates engine caches (Piper's own settings do not count it).
+    session.policy_settings = lambda: PolicySettings(mode="auto")  # type: ignore[method-assign]
+    first = session.synthesize(SynthesisRequest(text="At the native rate.", seed=1))
+    assert first.auto_cleanup is None and first.recommendation is not None
+    second = session.synthesize(SynthesisRequest(text="Now at 24 kHz.", seed=1,
+                                                 sample_rate=24000))
+    assert second.recommendation.urgency == "required"
+    assert second.auto_cleanup is not None and second.auto_cleanup.level == "full"
+    assert second.load is not None  # the model reloaded after the cleanup
+    kinds = list(store.events(session_id=session.session_id)["kind"])
+    assert kinds[-4:] == ["recommendation", "cleanup", "load", "synthesis"]
+    session.close()
+
+
+def test_advise_mode_only_recommends(store) -> None:
+    from monitoring.policy import PolicySettings
+
+    session = SynthesisSession(store=store)
+    session.policy_settings = lambda: PolicySettings(mode="advise")  # type: ignore[method-assign]
+    session.synthesize(SynthesisRequest(text="Native.", seed=1))
+    out = session.synthesize(SynthesisRequest(text="Resampled.", seed=1, sample_rate=32000))
+    assert out.recommendation.action == "full" and out.auto_cleanup is None
+    assert out.load is None
+    session.close()

@@ -108,3 +108,16 @@ def test_every_page_has_the_sidebar(app, page: str) -> None:
     assert not app.exception
     assert app.button(key="cleanup_button")
     assert any("No GPU" in m.value or "GPU " in m.value for m in app.sidebar.markdown)
+
+
+def test_sidebar_recommends_and_auto_mode_acts(app) -> None:
+    _synthesize(app)
+    assert any("🧭" in str(getattr(e, "icon", "")) or "cleanup" in e.value.lower()
+               for e in [*app.sidebar.info, *app.sidebar.warning, *app.sidebar.error])
+    app.radio(key="policy_mode").set_value("off").run()
+    assert not [e for e in app.sidebar.info if "cleanup" in e.value.lower()]
+    app.radio(key="policy_mode").set_value("auto").run()
+    session = app.session_state["_tts_session"]
+    assert session.policy_mode == "auto"
+    _synthesize(app, "Auto mode on, and it still speaks.")
+    assert len(app.get("audio")) == 1
