@@ -168,6 +168,22 @@ class SynthesisSession:
         self._remember(handle.record)
         return handle.record
 
+    def _reload_for(self, request: SynthesisRequest) -> EventRecord | None:
+        """Measure an engine's partial reload for ``request`` (e.g. a sample-rate switch)."""
+        if not self.engine.loaded:
+            self.engine.reload_for(request)  # only picks what the next load brings up
+            return None
+        if not self.engine.needs_reload(request):
+            return None
+        with self.tracker.track("load", f"reload {self.engine_name} for {request.sample_rate} Hz",
+                                engine=self.engine_name, device=self.engine.device,
+                                reason="sample_rate") as handle:
+            switch = self.engine.reload_for(request)
+            details = dataclasses.asdict(switch) if dataclasses.is_dataclass(switch) else {}
+            handle.set(weights_bytes=self.engine.model_bytes(), **details)
+        self._remember(handle.record)
+        return handle.record
+
     def switch_engine(self, engine: str, engine_options: dict[str, Any] | None = None) -> None:
         """Use another engine or voice from now on (the current model is dropped, unmeasured;
         use :meth:`cleanup` first to measure what that frees)."""
@@ -240,7 +256,8 @@ class SynthesisSession:
             if rec.should_act:
                 auto = self.cleanup(rec.action)
         with self._device_turn() as waited:
-            load = self.ensure_loaded()
+            reload = self._reload_for(request)
+            load = self.ensure_loaded() or reload
             result, record, error = self._attempt(request)
             attempts = [record]
             recovery = None

@@ -11,6 +11,7 @@ from glmtts.errors import UnknownEngineError
 #: name -> "module:class"
 _REGISTRY: dict[str, str] = {
     "piper": "glmtts.engines.piper:PiperEngine",
+    "glm-tts": "glmtts.engines.glm_tts:GlmTtsEngine",
 }
 DEFAULT_ENGINE = "piper"
 

@@ -113,6 +113,15 @@ class Engine(ABC):
         """Bytes of the loaded weights (parameters and buffers), or None when not loaded."""
         return None
 
+    def needs_reload(self, request: SynthesisRequest) -> bool:
+        """True when the loaded model must partly reload to serve ``request`` (e.g. another
+        vocoder for another sample rate); the session measures :meth:`reload_for` as a load."""
+        return False
+
+    def reload_for(self, request: SynthesisRequest) -> object | None:
+        """Bring the model to ``request``'s configuration; returns what the switch did."""
+        return None
+
     def check(self, request: SynthesisRequest) -> None:
         """Raise :class:`InvalidRequestError` when this engine cannot serve ``request``."""
         caps = self.capabilities
