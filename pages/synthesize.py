@@ -4,33 +4,22 @@ from pathlib import Path
 import streamlit as st
 
 from glmtts.audio import wav_bytes
-from glmtts.engines import engine_names, engine_status
 from glmtts.errors import GlmTtsError
+from glmtts.reference_audio import ReferenceAudioError, load_reference, supported_formats
 from glmtts.request import MAX_TEXT_CHARS, SAMPLING_METHODS, SPEED_RANGE, SynthesisRequest
 from ui import frame
 from ui.cards import memory_card
+from ui.engine_choice import engine_choice
 from ui.state import tts_session
 
 frame.begin()
 st.title("🔊 Synthesize")
 session = tts_session()
-status = engine_status()
-st.session_state.setdefault("engine", session.engine_name)
-engine_col, note_col = st.columns([1, 2])
-engine = engine_col.selectbox(
-    "Engine", engine_names(), key="engine",
-    format_func=lambda n: n if status[n] is None else f"{n} (unavailable)")
-if status[engine] is not None:
-    note_col.warning(f"{engine} cannot run here: {status[engine]}")
-elif engine != session.engine_name:
-    try:
-        session.switch_engine(engine)
-    except GlmTtsError as exc:
-        note_col.error(str(exc))
+blocked = engine_choice(session)
 caps = session.engine.capabilities
 defaults = {"text": "Hello! This is the embedded voice. Watch what each synthesis costs in "
                     "memory.",
-            "voice_path": "", "sample_rate": caps.native_sample_rate, "use_kv_cache": False,
+            "sample_rate": caps.native_sample_rate, "use_kv_cache": False,
             "speed": 1.0, "fixed_seed": True, "seed": 42, "sampling_method": "ras"}
 for key, value in defaults.items():
     st.session_state.setdefault(key, value)
@@ -42,15 +31,10 @@ if not caps.speech:
 st.text_area("Text to speak", key="text", height=140, max_chars=MAX_TEXT_CHARS,
              placeholder="Type something to say…")
 left, right = st.columns(2)
-with left:
-    voice_path = st.text_input(
-        "Voice", key="voice_path", placeholder="en_US-joe-medium (embedded)",
-        help="Leave empty for the embedded voice, or give the path of another Piper .onnx voice",
-        disabled=caps.reason("voice") is not None)
 with right:
     ref_reason = caps.reason("reference_audio")
     upload = st.file_uploader("Reference voice (prompt audio)",
-                              type=["wav", "flac", "ogg", "mp3"], key="ref_audio",
+                              type=[f.lower() for f in supported_formats()], key="ref_audio",
                               disabled=ref_reason is not None,
                               help=ref_reason or "A 2-30 s recording of the voice to clone")
     if ref_reason:
@@ -61,11 +45,20 @@ with right:
         folder.mkdir(parents=True, exist_ok=True)
         saved = folder / Path(upload.name).name
         saved.write_bytes(upload.getvalue())
-        st.session_state["_ref_audio_path"] = str(saved)
+        try:
+            ref = load_reference(saved)
+        except ReferenceAudioError as exc:
+            st.error(str(exc))
+            st.session_state.pop("_ref_audio_path", None)
+        else:
+            st.session_state["_ref_audio_path"] = str(saved)
+            st.session_state["_ref_summary"] = ref.summary()
+            st.session_state["_ref_preview"] = ref.preview_wav()
     if ref_reason is None and st.session_state.get("_ref_audio_path"):
-        st.caption(f"Reference: {Path(st.session_state['_ref_audio_path']).name}")
-        st.audio(st.session_state["_ref_audio_path"])
-        st.text_input("Transcript of the reference", key="ref_text")
+        st.caption(f"Reference: {Path(st.session_state['_ref_audio_path']).name} · "
+                   f"{st.session_state.get('_ref_summary', '')}")
+        st.audio(st.session_state["_ref_preview"], format="audio/wav")
+        st.text_input("Transcript of the reference (required)", key="ref_text")
 
 with st.expander("Advanced settings"):
     c1, c2 = st.columns(2)
@@ -73,7 +66,7 @@ with st.expander("Advanced settings"):
         rates = list(caps.sample_rates)
         st.selectbox("Sample rate", rates, key="sample_rate",
                      format_func=lambda r: f"{r:,} Hz" + (
-                         " (native)" if r == caps.native_sample_rate else " (resampled)"))
+                         " (native)" if r == caps.native_sample_rate else ""))
         kv_reason = caps.reason("use_kv_cache")
         st.toggle("KV cache (prompt history)", key="use_kv_cache",
                   disabled=kv_reason is not None, help=kv_reason)
@@ -93,14 +86,11 @@ with st.expander("Advanced settings"):
             st.caption(f"Disabled: {sm_reason}.")
 
 if st.button("Synthesize", key="synthesize", type="primary",
-             disabled=status[engine] is not None):
+             disabled=blocked is not None):
     try:
-        wanted = (voice_path.strip() or None) if caps.reason("voice") is None else None
-        if wanted != session.engine_options.get("voice"):
-            session.switch_engine(session.engine_name, {"voice": wanted} if wanted else {})
         request = SynthesisRequest(
             text=st.session_state.get("text", ""),
-            voice=wanted,
+            voice=session.engine_options.get("voice"),
             reference_audio=(st.session_state.get("_ref_audio_path")
                              if ref_reason is None else None),
             reference_text=st.session_state.get("ref_text") if ref_reason is None else None,

@@ -42,3 +42,10 @@ def memory_card(outcome: SynthesisOutcome) -> None:
                         f"{fmt_seconds(outcome.waited_s)} for the device")
     cols[3].metric("real-time factor", f"{res.rtf:.3f}" if res.rtf else "n/a",
                    help="synthesis wall time / audio duration (below 1: faster than real time)")
+    non_torch = b.non_torch_gpu
+    parts = res.metadata.get("non_torch_parts") or []
+    if non_torch.before_bytes is not None or parts:
+        named = f" — includes {', '.join(parts)}" if parts else ""
+        st.caption(f"Non-PyTorch GPU memory (NVML process − torch reserved: CUDA context, "
+                   f"library workspaces){named}: {fmt_bytes(non_torch.after_bytes)} "
+                   f"({fmt_bytes(non_torch.retained_bytes, signed=True)})")

@@ -15,9 +15,9 @@ from monitoring import Sampler, Store, open_store
 #: Widgets whose values must survive page switches and cleanups. Streamlit drops the state of
 #: widgets that a run does not draw, so each full run copies these values into shadow keys
 #: (never used by a widget, so never dropped) and restores any value that went missing.
-PERSISTED = ("engine", "text", "voice_path", "sample_rate", "use_kv_cache", "seed", "fixed_seed",
-             "sampling_method", "speed", "ref_text", "cleanup_level", "policy_mode", "live",
-             "history_kinds", "history_scope")
+PERSISTED = ("engine", "glmtts_home", "use_phoneme", "text", "voice_path", "sample_rate",
+             "use_kv_cache", "seed", "fixed_seed", "sampling_method", "speed", "ref_text",
+             "cleanup_level", "policy_mode", "live", "history_kinds", "history_scope")
 
 
 @dataclass(frozen=True)
