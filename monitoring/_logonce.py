@@ -17,13 +17,16 @@ class LogOnce:
         self._seen: set[str] = set()
         self._lock = threading.Lock()
 
-    def log(self, key: str, level: int, message: str, *args: object) -> bool:
-        """Log ``message`` at ``level`` unless ``key`` was logged already; True if it logged."""
+    def log(self, key: str, level: int, message: str, *args: object,
+            exc_info: bool = False) -> bool:
+        """Log ``message`` at ``level`` unless ``key`` was logged already; True if it logged.
+
+        ``exc_info``: attach the exception being handled (call from an ``except`` block)."""
         with self._lock:
             if key in self._seen:
                 return False
             self._seen.add(key)
-        self._logger.log(level, message, *args)
+        self._logger.log(level, message, *args, exc_info=exc_info)
         return True
 
     def clear(self, key: str) -> None:

@@ -152,3 +152,33 @@ def test_bad_arguments() -> None:
         Sampler(interval_s=0)
     with pytest.raises(ValueError, match="maxlen"):
         Sampler(maxlen=0)
+
+
+def test_an_unexpected_probe_error_is_logged_once_and_sampling_goes_on(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A probe raising something it should have turned into None (as torch did while it was
+    still being imported) must not end the thread."""
+    import logging
+    import time
+
+    from monitoring import Sampler
+
+    calls = {"n": 0}
+
+    class Flaky:
+        def snapshot(self, **_: object):
+            calls["n"] += 1
+            if calls["n"] <= 3:
+                raise AttributeError("partially initialized module 'torch'")
+            from monitoring import take_snapshot
+
+            return take_snapshot()
+
+    with caplog.at_level(logging.ERROR, logger="monitoring.sampler"):
+        sampler = Sampler(Flaky(), interval_s=0.01).start()  # type: ignore[arg-type]
+        deadline = time.monotonic() + 10
+        while sampler.sample_count < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        sampler.stop()
+    assert sampler.sample_count >= 3
+    assert len([r for r in caplog.records if "sampling failed" in r.message]) == 1
