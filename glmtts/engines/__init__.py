@@ -12,6 +12,7 @@ from glmtts.errors import UnknownEngineError
 _REGISTRY: dict[str, str] = {
     "piper": "glmtts.engines.piper:PiperEngine",
     "glm-tts": "glmtts.engines.glm_tts:GlmTtsEngine",
+    "twin": "glmtts.engines.twin:TwinEngine",
 }
 DEFAULT_ENGINE = "piper"
 
