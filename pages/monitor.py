@@ -1,6 +1,8 @@
 import pandas as pd
 import streamlit as st
 
+from glmtts.service.snapshots import MemoryHistory, snapshot_filename
+from glmtts.service.snapshots import unavailable_reason as snapshot_unavailable
 from monitoring import charts
 from ui import frame
 from ui.format import fmt_bytes
@@ -65,6 +67,20 @@ with right:
         st.caption(f"“{latest['label']}”")
     else:
         st.caption("No synthesis yet in this session.")
+
+st.subheader("PyTorch memory snapshot")
+why_not = snapshot_unavailable()
+if why_not:
+    st.caption(f"For pytorch.org/memory_viz: {why_not}.")
+else:
+    if st.button("Take a snapshot of the CUDA allocator", key="take_snapshot"):
+        st.session_state["_memory_snapshot"] = (snapshot_filename(),
+                                                MemoryHistory().snapshot_bytes())
+    if "_memory_snapshot" in st.session_state:
+        name, data = st.session_state["_memory_snapshot"]
+        st.download_button(f"Download {name} (drop it on pytorch.org/memory_viz)", data,
+                           file_name=name, mime="application/octet-stream",
+                           key="memory_snapshot")
 
 st.subheader("GPUs (NVML)")
 if snap.gpus:

@@ -33,6 +33,9 @@ class AppResources:
 def app_resources() -> AppResources:
     """Open the store (in memory, with the reason, if the file cannot be used) and start the
     10 Hz sampler; once per process, shared by every browser session."""
+    from ui.metrics_port import start_metrics_port
+
+    start_metrics_port()  # only when GLMTTS_METRICS_PORT is set
     store = open_store(os.environ.get("GLMTTS_DB") or None)
     app_session = store.start_session("app", pid=os.getpid())
     sampler = Sampler(store=store, session_id=app_session).start()

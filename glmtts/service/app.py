@@ -1,0 +1,531 @@
+"""The FastAPI application: synthesis, cleanup, memory, memory snapshots and ``/metrics``.
+
+Every error is JSON ``{"error": message, "field": name-or-null}``: 4xx for what the client can
+fix (400 unreadable body, 401 token, 409 no CUDA snapshot here, 413 too large, 415 media type,
+422 invalid field, 429 too many waiting), 503 for what it cannot (out of memory even after a
+cleanup and a retry, a model that cannot load). Bad input never gives a 5xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import io
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from glmtts.errors import GlmTtsError, InvalidRequestError, OutOfMemoryError
+from glmtts.request import SynthesisRequest
+from glmtts.service import schemas
+from glmtts.service.errors import BusyError, SnapshotUnavailableError
+from glmtts.service.middleware import BodyLimit, BodyTooLargeError, TokenAuth
+from glmtts.service.runtime import Service, new_synthesis_id, policy_available
+from glmtts.service.snapshots import MEDIA_TYPE as SNAPSHOT_MEDIA_TYPE
+from glmtts.service.snapshots import snapshot_filename
+from glmtts.session import SynthesisOutcome, loaded_models
+
+log = logging.getLogger(__name__)
+
+METRICS_PATH = "/metrics"
+_INTEGER_FIELDS = ("seed", "sample_rate")
+_FIGURE_HEADERS = {"torch_allocated": "Torch-Allocated", "torch_reserved": "Torch-Reserved",
+                   "nvml_process": "NVML-Process", "host_rss": "Host-RSS"}
+
+
+class ApiError(Exception):
+    """An answer other than 2xx, with the JSON error body."""
+
+    def __init__(self, status: int, message: str, field: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+        self.headers = headers
+
+
+def _error(status: int, message: str, field: str | None = None,
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "field": field}, status_code=status, headers=headers)
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    texts = {400: "The body cannot be read (not JSON, bad multipart)",
+             401: "The token is missing or wrong",
+             409: "Not possible in this process (e.g. no CUDA)",
+             413: "The body or upload is larger than the limit",
+             415: "The body's media type is not accepted",
+             422: "A field is invalid (the message says why, as the page would)",
+             429: "Too many syntheses are waiting for the device; retry later",
+             503: "Out of memory even after a full cleanup and a retry, or the model cannot "
+                  "load"}
+    return {code: {"model": schemas.ErrorBody, "description": texts[code]} for code in codes}
+
+
+# ----------------------------------------------------------------------------- validation
+def _pydantic_message(err: dict[str, Any]) -> tuple[str, str | None]:
+    loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
+    field = loc[0] if loc else None
+    kind = err.get("type", "")
+    value = err.get("input")
+    if kind == "extra_forbidden":
+        if field == "voice":
+            return ("the voice is chosen when the service starts (serve --voice): one service "
+                    "holds one model", field)
+        return (f"unknown field {field!r}; the fields are: "
+                f"{', '.join(schemas.REQUEST_FIELDS)}", field)
+    if kind == "missing":
+        return f"the field {field!r} is required", field
+    if kind.startswith(("int_", "int_parsing")):
+        return f"{field} must be a whole number, not {value!r}", field
+    if kind.startswith(("float_", "float_parsing")):
+        return f"{field} must be a number, not {value!r}", field
+    if kind.startswith("bool"):
+        return f"{field} must be true or false, not {value!r}", field
+    if kind.startswith("string"):
+        return f"{field} must be a string, not {type(value).__name__}", field
+    return f"{field}: {err.get('msg', 'invalid value')}", field
+
+
+def _fields_from(data: dict[str, Any], *, strict: bool) -> schemas.SynthesisFields:
+    # JSON has one number type: 5.0 is the integer 5 (as JSON Schema's "integer" says).
+    data = {k: int(v) if k in _INTEGER_FIELDS and isinstance(v, float) and v.is_integer()
+            else v for k, v in data.items()}
+    try:
+        return schemas.SynthesisFields.model_validate(data, strict=strict)
+    except ValidationError as exc:
+        message, field = _pydantic_message(exc.errors()[0])
+        raise ApiError(422, message, field) from None
+
+
+def _check_lengths(fields: schemas.SynthesisFields, max_chars: int) -> None:
+    for name in ("text", "reference_text"):
+        value = getattr(fields, name)
+        if value is not None and len(value) > max_chars:
+            what = "text" if name == "text" else "reference transcript"
+            raise ApiError(422, f"the {what} has {len(value):,} characters; the limit is "
+                                f"{max_chars:,} per request: split it or use batch synthesis",
+                           name)
+
+
+def _notes_for(service: Service, given: set[str]) -> list[str]:
+    caps = service.session.engine.capabilities
+    notes = []
+    for knob in ("reference_audio", "reference_text", "use_kv_cache", "sampling_method"):
+        reason = caps.reason("reference_audio" if knob == "reference_text" else knob)
+        if knob in given and reason is not None:
+            notes.append(f"{knob} is ignored by the {service.session.engine_name} engine: "
+                         f"{reason}")
+    return notes
+
+
+def _read_audio_upload(upload: UploadFile, folder: Path) -> Path:
+    """Check that the upload decodes as audio and keep it in ``folder``; return its path."""
+    import soundfile as sf
+
+    data = upload.file.read()
+    if not data:
+        raise ApiError(422, "the reference audio is empty", "reference_audio")
+    try:
+        info = sf.info(io.BytesIO(data))
+        audio, _ = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except (RuntimeError, ValueError, TypeError, EOFError, OSError) as exc:
+        raise ApiError(422, f"the reference audio cannot be read as audio (WAV, FLAC, OGG or "
+                            f"MP3): {exc}", "reference_audio") from None
+    if len(audio) == 0:
+        raise ApiError(422, "the reference audio holds no samples", "reference_audio")
+    suffix = {"WAV": ".wav", "FLAC": ".flac", "OGG": ".ogg", "MP3": ".mp3"}.get(
+        info.format, ".audio")
+    path = folder / f"reference{suffix}"
+    path.write_bytes(data)
+    return path
+
+
+# ----------------------------------------------------------------------------- responses
+def _record_json(outcome: SynthesisOutcome, service: Service, synthesis_id: str,
+                 notes: list[str]) -> dict[str, Any]:
+    record, result = outcome.record, outcome.result
+    memory = {
+        name: {"before_bytes": c.before_bytes, "after_bytes": c.after_bytes,
+               "peak_bytes": c.peak_bytes, "retained_bytes": c.retained_bytes,
+               "transient_bytes": c.transient_bytes, "peak_delta_bytes": c.peak_delta_bytes}
+        for name, c in record.breakdown.as_dict().items()
+    }
+    return {
+        "synthesis_id": synthesis_id,
+        "event_id": record.event_id,
+        "load_event_id": outcome.load.event_id if outcome.load is not None else None,
+        "engine": service.session.engine_name,
+        "device": record.features.get("device"),
+        "sample_rate": int(result.sample_rate),
+        "audio_seconds": round(result.duration_s, 6),
+        "wall_seconds": round(result.wall_s, 6),
+        "rtf": round(result.rtf, 6) if result.rtf is not None else None,
+        "waited_seconds": round(outcome.waited_s, 6),
+        "seed": result.metadata.get("seed"),
+        "attempts": len(outcome.attempts) or 1,
+        "recovery": outcome.recovery,
+        "notes": notes,
+        "host_peak_source": record.peaks.host_rss_source,
+        "memory": memory,
+    }
+
+
+def _headers(body: dict[str, Any]) -> dict[str, str]:
+    headers = {
+        "X-Synthesis-Id": body["synthesis_id"],
+        "X-Synthesis-Event": body["event_id"],
+        "X-Audio-Seconds": f"{body['audio_seconds']:.6f}",
+        "X-Wall-Seconds": f"{body['wall_seconds']:.6f}",
+        "X-Waited-Seconds": f"{body['waited_seconds']:.6f}",
+        "X-Sample-Rate": str(body["sample_rate"]),
+        "X-Attempts": str(body["attempts"]),
+        "X-Synthesis-Notes": json.dumps(body["notes"]),
+    }
+    if body["load_event_id"] is not None:
+        headers["X-Load-Event"] = body["load_event_id"]
+    if body["rtf"] is not None:
+        headers["X-RTF"] = f"{body['rtf']:.6f}"
+    if body["seed"] is not None:
+        headers["X-Seed"] = str(body["seed"])
+    if body["recovery"] is not None:
+        headers["X-Recovery"] = json.dumps(body["recovery"])[1:-1]
+    for figure, title in _FIGURE_HEADERS.items():
+        change = body["memory"][figure]
+        if change["retained_bytes"] is not None:
+            headers[f"X-{title}-Retained-Bytes"] = str(change["retained_bytes"])
+        if change["peak_bytes"] is not None:
+            headers[f"X-{title}-Peak-Bytes"] = str(change["peak_bytes"])
+    return headers
+
+
+def _response_headers_openapi() -> dict[str, Any]:
+    def header(text: str, kind: str = "string") -> dict[str, Any]:
+        return {"description": text, "schema": {"type": kind}}
+
+    out = {
+        "X-Synthesis-Id": header("Tag of this synthesis's CUDA memory events"),
+        "X-Synthesis-Event": header("Id of the synthesis event in the store"),
+        "X-Load-Event": header("Id of the load event, when this call loaded the model"),
+        "X-Audio-Seconds": header("Length of the audio", "number"),
+        "X-Wall-Seconds": header("Synthesis wall time", "number"),
+        "X-Waited-Seconds": header("Time spent waiting for the device", "number"),
+        "X-RTF": header("Real-time factor (wall / audio seconds)", "number"),
+        "X-Sample-Rate": header("Sample rate of the audio, Hz", "integer"),
+        "X-Seed": header("Seed used", "integer"),
+        "X-Attempts": header("Attempts (2 after an out-of-memory recovery)", "integer"),
+        "X-Recovery": header("What the out-of-memory recovery did, when one ran"),
+        "X-Synthesis-Notes": header("JSON list of notes (text clean-up, ignored fields)"),
+    }
+    for title in _FIGURE_HEADERS.values():
+        out[f"X-{title}-Retained-Bytes"] = header(f"{title}: after - before, bytes", "integer")
+        out[f"X-{title}-Peak-Bytes"] = header(f"{title}: peak during the synthesis, bytes",
+                                              "integer")
+    return out
+
+
+# ----------------------------------------------------------------------------- the app
+def create_app(service: Service) -> FastAPI:
+    """The HTTP application around ``service`` (the caller owns the service's lifetime)."""
+    settings = service.settings
+    caps = service.session.engine.capabilities
+    app = FastAPI(
+        title="GLM-TTS VRAM service",
+        version="1",
+        description="Text-to-speech with measured memory: synthesis, cleanup, memory figures, "
+                    "CUDA memory snapshots and Prometheus metrics. One process holds one model;"
+                    " syntheses run one at a time per device.",
+        # /metrics is the observability interface here; FastAPI's OpenTelemetry hooks stay off.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
+    app.state.service = service
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.message, exc.field, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, field = _pydantic_message(dict(exc.errors()[0]))
+        return _error(422, message, field)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), None, exc.headers)
+
+    @app.exception_handler(InvalidRequestError)
+    async def invalid_request(request: Request, exc: InvalidRequestError) -> JSONResponse:
+        return _error(422, str(exc), exc.field)
+
+    @app.exception_handler(BusyError)
+    async def busy(request: Request, exc: BusyError) -> JSONResponse:
+        return _error(429, str(exc), None, {"Retry-After": "1"})
+
+    @app.exception_handler(OutOfMemoryError)
+    async def out_of_memory(request: Request, exc: OutOfMemoryError) -> JSONResponse:
+        return _error(503, str(exc), None, {"Retry-After": "5"})
+
+    @app.exception_handler(SnapshotUnavailableError)
+    async def no_snapshot(request: Request, exc: SnapshotUnavailableError) -> JSONResponse:
+        return _error(409, str(exc))
+
+    @app.exception_handler(GlmTtsError)
+    async def tts_error(request: Request, exc: GlmTtsError) -> JSONResponse:
+        return _error(503, f"the service cannot synthesize now: {exc}")
+
+    @app.exception_handler(BodyTooLargeError)
+    async def too_large(request: Request, exc: BodyTooLargeError) -> JSONResponse:
+        return _error(413, str(exc))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unexpected error on %s %s", request.method, request.url.path,
+                  exc_info=(type(exc), exc, exc.__traceback__))
+        return _error(500, f"internal error ({type(exc).__name__}); see the service log")
+
+    # ------------------------------------------------------------------------ routes
+    @app.get("/v1/health", response_model=schemas.HealthOut, tags=["service"],
+             responses=_errors(401), summary="Is the service up, and is its model loaded")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "engine": service.session.engine_name,
+                "device": service.device, "loaded": service.session.loaded,
+                "pending": service.pending}
+
+    async def parse_synthesis(request: Request, stack: contextlib.ExitStack
+                              ) -> tuple[SynthesisRequest, set[str]]:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type == "application/json" or content_type.endswith("+json"):
+            body = await request.body()
+            try:
+                data = json.loads(body)
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise ApiError(400, f"the body is not valid JSON: {exc}") from None
+            if not isinstance(data, dict):
+                raise ApiError(422, "the body must be a JSON object with at least a 'text' "
+                                    "field")
+            fields = _fields_from(data, strict=True)
+            given = set(data)
+            reference = None
+        elif content_type == "multipart/form-data":
+            data, reference, given = {}, None, set()
+            async with request.form(max_files=1,
+                                    max_fields=len(schemas.REQUEST_FIELDS) + 1) as form:
+                for key, value in form.multi_items():
+                    given.add(key)
+                    if key == "reference_audio":
+                        if not isinstance(value, UploadFile):
+                            raise ApiError(422, "reference_audio must be a file upload",
+                                           "reference_audio")
+                        folder = Path(stack.enter_context(
+                            tempfile.TemporaryDirectory(prefix="glmtts-upload-")))
+                        reference = await run_in_threadpool(_read_audio_upload, value, folder)
+                    elif isinstance(value, UploadFile):
+                        raise ApiError(422, f"{key} must be a form field, not a file", key)
+                    elif key in data:
+                        raise ApiError(422, f"the field {key!r} is given twice", key)
+                    else:
+                        data[key] = value
+            fields = _fields_from(data, strict=False)
+        else:
+            raise ApiError(415, "send the request as application/json, or as "
+                                "multipart/form-data with the reference audio as a file")
+        _check_lengths(fields, settings.max_text_chars)
+        synthesis = SynthesisRequest(
+            text=fields.text, reference_audio=reference, reference_text=fields.reference_text,
+            sample_rate=fields.sample_rate, use_kv_cache=fields.use_kv_cache, seed=fields.seed,
+            sampling_method=fields.sampling_method, speed=fields.speed)
+        return synthesis, given
+
+    @app.post(
+        "/v1/synthesize", tags=["synthesis"],
+        summary="Speak a text: WAV with the memory record in headers, or JSON",
+        openapi_extra={"requestBody": schemas.request_body_openapi(settings.max_text_chars,
+                                                                   caps)},
+        responses={200: {"model": schemas.SynthesisJson,
+                         "description": "audio/wav (default) or, with ?format=json, the record "
+                                        "and the WAV in base64",
+                         "content": {"audio/wav": {"schema": {"type": "string",
+                                                              "format": "binary"}}},
+                         "headers": _response_headers_openapi()},
+                   **_errors(400, 401, 413, 415, 422, 429, 503)})
+    async def synthesize(request: Request,
+                         fmt: Literal["wav", "json"] = Query(
+                             "wav", alias="format",
+                             description="wav: the audio itself; json: record + base64 WAV")
+                         ) -> Response:
+        synthesis_id = new_synthesis_id()
+        with service.admission(), contextlib.ExitStack() as stack:
+            synthesis, given = await parse_synthesis(request, stack)
+            try:
+                outcome, audio = await run_in_threadpool(service.synthesize_wav,
+                                                         synthesis, synthesis_id)
+            except asyncio.CancelledError:  # the server stops: this request ran out of time
+                raise ApiError(503, "the service is shutting down and this synthesis did not "
+                                    "finish in time; send it again (to another instance)",
+                               headers={"Retry-After": "1"}) from None
+        notes = [*synthesis.notes, *_notes_for(service, given)]
+        body = _record_json(outcome, service, synthesis_id, notes)
+        headers = _headers(body)
+        if fmt == "json":
+            payload = {"record": body, "audio": {"media_type": "audio/wav",
+                                                 "base64": base64.b64encode(audio).decode(),
+                                                 "bytes": len(audio)}}
+            return JSONResponse(payload, headers=headers)
+        headers["Content-Disposition"] = f'inline; filename="tts-{synthesis_id}.wav"'
+        return Response(audio, media_type="audio/wav", headers=headers)
+
+    @app.post(
+        "/v1/cleanup", response_model=schemas.CleanupOut, tags=["memory"],
+        summary="Free memory now: light (gc, empty_cache, malloc_trim) or full (drop the "
+                "model too)",
+        openapi_extra={"requestBody": schemas.cleanup_body_openapi()},
+        responses=_errors(400, 401, 413, 415, 422))
+    async def cleanup(request: Request) -> dict[str, Any]:
+        body = await request.body()
+        level = "full"
+        if body.strip():
+            content_type = request.headers.get("content-type", "").split(";")[0].strip()
+            if content_type.lower() != "application/json":
+                raise ApiError(415, "send the cleanup level as application/json, e.g. "
+                                    '{"level": "light"}')
+            try:
+                data = json.loads(body)
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise ApiError(400, f"the body is not valid JSON: {exc}") from None
+            if not isinstance(data, dict):
+                raise ApiError(422, 'the body must be a JSON object, e.g. {"level": "light"}')
+            try:
+                level = schemas.CleanupBody.model_validate(data, strict=True).level
+            except ValidationError as exc:
+                message, field = _pydantic_message(exc.errors()[0])
+                raise ApiError(422, message, field) from None
+            if level not in ("light", "full"):
+                raise ApiError(422, f"the cleanup level must be 'light' or 'full', not "
+                                    f"{level!r}", "level")
+        result, loaded_before = await run_in_threadpool(service.cleanup, level)
+        return {
+            "level": result.level, "event_id": result.event.event_id,
+            "duration_s": result.duration_s, "model_loaded_before": loaded_before,
+            "model_loaded_after": service.session.loaded,
+            "freed": {"torch_allocated_bytes": result.torch_allocated_freed_bytes,
+                      "torch_reserved_bytes": result.torch_reserved_freed_bytes,
+                      "nvml_process_bytes": result.nvml_process_freed_bytes,
+                      "nvml_device_bytes": result.nvml_device_freed_bytes,
+                      "host_rss_bytes": result.host_rss_freed_bytes},
+            "predicted_releasable_bytes": result.predicted_releasable_bytes,
+            "gc_collected": result.gc_collected,
+            "empty_cache_called": result.empty_cache_called,
+            "malloc_trimmed": result.malloc_trimmed,
+        }
+
+    @app.get("/v1/memory", response_model=schemas.MemoryOut, tags=["memory"],
+             summary="Every memory figure now, the models held, and the policy's advice",
+             responses=_errors(401))
+    def memory() -> dict[str, Any]:
+        snapshot = service.snapshot()
+        recommendation, note = None, None
+        if not policy_available():
+            note = "monitoring.policy is not installed in this checkout"
+        else:
+            try:
+                rec = service.recommendation(snapshot)
+            except Exception as exc:  # optional component: its failure must not cost /memory
+                log.exception("the policy failed")
+                note = f"the policy failed: {type(exc).__name__}: {exc}"
+            else:
+                recommendation = _recommendation_json(rec)
+        store = service.store
+        return {
+            "snapshot": snapshot.to_dict(),
+            "models": [dataclasses.asdict(m) for m in loaded_models()],
+            "session": {"engine": service.session.engine_name, "device": service.device,
+                        "loaded": service.session.loaded,
+                        "synthesis_count": service.session.synthesis_count,
+                        "session_id": service.session.session_id},
+            "recommendation": recommendation,
+            "recommendation_note": note,
+            "memory_history": service.memory_history_state(),
+            "store": {"path": store.path, "in_memory": store.in_memory,
+                      "fallback_reason": store.fallback_reason},
+        }
+
+    @app.get("/v1/memory/snapshot", tags=["memory"], response_class=Response,
+             summary="CUDA memory snapshot (pickle) for https://pytorch.org/memory_viz",
+             responses={200: {"description": "torch.cuda.memory._snapshot(), pickled",
+                              "content": {SNAPSHOT_MEDIA_TYPE: {
+                                  "schema": {"type": "string", "format": "binary"}}}},
+                        **_errors(401, 409)})
+    def memory_snapshot() -> Response:
+        history = service.history
+        if history is None:
+            from glmtts.service.snapshots import MemoryHistory
+
+            history = MemoryHistory()
+        data = history.snapshot_bytes()
+        return Response(data, media_type=SNAPSHOT_MEDIA_TYPE, headers={
+            "Content-Disposition": f'attachment; filename="{snapshot_filename()}"',
+            "X-Memory-History": "recording" if history.recording else "off"})
+
+    @app.get(METRICS_PATH, tags=["service"], response_class=Response,
+             summary="Prometheus metrics (text format)",
+             responses={200: {"description": "Prometheus text exposition format 0.0.4",
+                              "content": {"text/plain": {"schema": {"type": "string"}}}},
+                        **({} if settings.metrics_public or settings.token is None
+                           else _errors(401))})
+    def metrics() -> Response:
+        return Response(service.metrics.exposition(), media_type=service.metrics.content_type)
+
+    _install_openapi(app, service)
+    public = frozenset({METRICS_PATH}) if settings.metrics_public else frozenset()
+    app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes,
+                       max_upload_bytes=settings.max_upload_bytes)
+    app.add_middleware(TokenAuth, token=settings.token, public_paths=public)
+    return app
+
+
+def _recommendation_json(rec: Any) -> dict[str, Any]:
+    figures = rec.to_features()
+    return {
+        "action": rec.action, "urgency": rec.urgency, "summary": rec.summary,
+        "mode": rec.mode, "domain": rec.domain,
+        "reasons": [{"rule": r.rule, "action": r.action, "urgency": r.urgency, "text": r.text}
+                    for r in rec.reasons],
+        **{k: figures.get(k) for k in ("needed_bytes", "headroom_bytes", "light_frees_bytes",
+                                       "full_frees_bytes", "reload_cost_s")},
+    }
+
+
+def _install_openapi(app: FastAPI, service: Service) -> None:
+    """Describe the bearer token in the OpenAPI document when the service requires one."""
+    settings = service.settings
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version,
+                             description=app.description, routes=app.routes)
+        if settings.token is not None:
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer",
+                           "description": "The service's token (--token or GLMTTS_TOKEN)"}}
+            schema["security"] = [{"bearer": []}]
+            if settings.metrics_public:
+                schema["paths"][METRICS_PATH]["get"]["security"] = []
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,114 @@
+"""What the service is started with, and the rule that keeps it private by default."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from glmtts.request import MAX_TEXT_CHARS
+from glmtts.service.errors import ServiceConfigError
+
+#: Environment variable holding the access token (``--token`` wins over it).
+TOKEN_ENV = "GLMTTS_TOKEN"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+#: Largest JSON (or other non-multipart) request body, in bytes: a text of MAX_TEXT_CHARS
+#: characters written as ``\uXXXX`` escapes, twice (text and reference transcript), fits.
+DEFAULT_MAX_BODY_BYTES = 256 * 1024
+#: Largest multipart request (reference audio upload and fields), in bytes.
+DEFAULT_MAX_UPLOAD_BYTES = 16 * 1024 * 1024
+#: Syntheses that may wait for the device at once; more are answered 429.
+DEFAULT_MAX_PENDING = 16
+#: Entries of the CUDA memory history ring (each a few KB with Python stacks).
+DEFAULT_MEMORY_HISTORY = 100_000
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine (127.0.0.0/8, ::1,
+    ``localhost``). Any other name counts as public: it may resolve anywhere."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Settings of one service process.
+
+    Attributes:
+        host: Address to bind; loopback by default. Any other address needs ``token``.
+        port: TCP port.
+        engine: Engine name; the service holds one model of it.
+        engine_options: Passed to the engine (e.g. ``{"voice": ...}``).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        token: Access token checked on every request (``Authorization: Bearer <token>``), except
+            ``/metrics`` when ``metrics_public``; None: no check (loopback only).
+        metrics_public: Serve ``/metrics`` without the token.
+        db: Event store path (``:memory:`` allowed); None: ``$GLMTTS_DB`` or the default file.
+        preload: Load the model at start instead of on the first synthesis.
+        max_text_chars: Longest text (and reference transcript) a request may carry, in
+            characters as sent; at most :data:`~glmtts.request.MAX_TEXT_CHARS`.
+        max_body_bytes: Largest non-multipart request body (413 above).
+        max_upload_bytes: Largest multipart request (413 above).
+        max_pending: Syntheses allowed to wait for the device at once (429 above).
+        memory_history: CUDA memory history ring size (entries); 0 turns recording off. Only
+            used on CUDA.
+        graceful_timeout_s: On SIGINT/SIGTERM, how long running requests may finish.
+        access_log: Log every request (uvicorn's access log).
+    """
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    engine: str = "piper"
+    engine_options: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"
+    token: str | None = None
+    metrics_public: bool = True
+    db: str | None = None
+    preload: bool = False
+    max_text_chars: int = MAX_TEXT_CHARS
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    max_pending: int = DEFAULT_MAX_PENDING
+    memory_history: int = DEFAULT_MEMORY_HISTORY
+    graceful_timeout_s: float = 2.5
+    access_log: bool = False
+
+    def check(self) -> None:
+        """Refuse settings the service must not run with.
+
+        Raises:
+            ServiceConfigError: a non-loopback address without a token, an empty token, or a
+                limit out of range.
+        """
+        if self.token is not None and not self.token.strip():
+            raise ServiceConfigError("the token is empty: give a non-empty --token or "
+                                     f"{TOKEN_ENV}")
+        if not is_loopback(self.host) and self.token is None:
+            raise ServiceConfigError(
+                f"refusing to listen on {self.host}, which other machines can reach, without "
+                f"a token: pass --token or set {TOKEN_ENV} (or bind 127.0.0.1)")
+        if not 0 <= self.port <= 65535:
+            raise ServiceConfigError(f"the port must be between 0 and 65535, not {self.port}")
+        if not 1 <= self.max_text_chars <= MAX_TEXT_CHARS:
+            raise ServiceConfigError(f"--max-text-chars must be between 1 and "
+                                     f"{MAX_TEXT_CHARS}, not {self.max_text_chars}")
+        for name in ("max_body_bytes", "max_upload_bytes", "max_pending"):
+            if getattr(self, name) < 1:
+                raise ServiceConfigError(f"{name} must be at least 1")
+        if self.memory_history < 0:
+            raise ServiceConfigError("--memory-history must be 0 (off) or a number of entries")
+
+
+def token_from_env(given: str | None) -> str | None:
+    """``given`` if set, else ``$GLMTTS_TOKEN`` if set and not empty, else None."""
+    if given is not None:
+        return given
+    value = os.environ.get(TOKEN_ENV)
+    return value if value else None
