@@ -7,4 +7,7 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 .venv/bin/python -m ruff check .
+# Several tests run a server process beside the test process: one torch thread each keeps two
+# cores from being oversubscribed (run times then vary ten-fold). The app itself is unaffected.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 exec .venv/bin/python -m pytest "$@"
