@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
 from glmtts.errors import GlmTtsError
 from glmtts.sweep import (
@@ -22,15 +21,7 @@ from glmtts.sweep import (
 )
 from monitoring import Store
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a small shared machine, idle OpenMP workers spin against other
-    processes and make these runs many times slower (memory does not depend on it)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 ROOT = Path(__file__).resolve().parents[2]

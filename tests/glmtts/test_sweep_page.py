@@ -6,17 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a small shared machine, idle OpenMP workers spin against other
-    processes and make these runs many times slower (memory does not depend on it)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
