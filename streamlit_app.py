@@ -13,4 +13,6 @@ st.navigation([
     st.Page("pages/synthesize.py", title="Synthesize", icon="🔊", default=True),
     st.Page("pages/monitor.py", title="Monitor", icon="📈"),
     st.Page("pages/history.py", title="History", icon="🗂️"),
+    st.Page("pages/batch.py", title="Batch", icon="📦"),
+    st.Page("pages/tune.py", title="Tune", icon="🎛️"),
 ]).run()

@@ -45,6 +45,27 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--speed", type=float, default=1.0, help="speaking rate (0.5-2.0)")
     synth.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU exists")
     synth.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    batch = sub.add_parser("batch", help="speak every line of a JSONL file (upstream GLM-TTS "
+                                         "fields) into WAVs and a manifest")
+    batch.add_argument("tasks", type=Path, help="JSONL file: uttid, syn_text, prompt_text, "
+                                                "prompt_speech (+ sample_rate, seed, ...)")
+    batch.add_argument("-o", "--output", type=Path, required=True,
+                       help="output folder (WAVs and manifest.jsonl)")
+    batch.add_argument("--engine", default=DEFAULT_ENGINE, choices=engine_names(),
+                       help="engine of lines that name none")
+    batch.add_argument("--resume", action="store_true",
+                       help="continue an interrupted batch: lines already ok are not redone")
+    batch.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU exists")
+    batch.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    serve = sub.add_parser("serve", help="HTTP service: synthesis, cleanup, memory, /metrics")
+    from glmtts.service.server import add_serve_arguments
+
+    add_serve_arguments(serve)
+    sweep = sub.add_parser("sweep", help="measure memory and latency over KV switch x sample "
+                                         "rate x text length (x dtype for the twin) into a CSV")
+    from glmtts.sweep import add_sweep_arguments
+
+    add_sweep_arguments(sweep)
     return parser
 
 
@@ -79,13 +100,32 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    from glmtts.batch.command import cmd_batch as run
+
+    return run(args)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from glmtts.service.server import cmd_serve as run
+
+    return run(args)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from glmtts.sweep import cmd_sweep as run
+
+    return run(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        return {"synth": cmd_synth}[args.command](args)
+        return {"synth": cmd_synth, "batch": cmd_batch,
+                "serve": cmd_serve, "sweep": cmd_sweep}[args.command](args)
     except GlmTtsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

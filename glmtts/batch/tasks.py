@@ -1,0 +1,557 @@
+"""Reading and checking a batch JSONL before anything runs.
+
+One task per line, with upstream GLM-TTS's fields (``uttid``, ``syn_text``, ``prompt_text``,
+``prompt_speech``) and optional ``sample_rate``, ``use_kv_cache``, ``seed`` and ``engine``. Every
+line ends up either as a :class:`BatchTask` (it will run) or an :class:`InvalidLine` (it is
+skipped), with every problem found on it, never as an exception: bad input is data here.
+
+Reference audio (``prompt_speech``) must lie inside one of the allowed folders (the JSONL's own
+folder, and the folder of uploaded files): absolute paths and ``..`` are refused outright, and a
+path that exists is resolved (symlinks followed) and must still be inside an allowed folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import reprlib
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
+
+from glmtts.engines import DEFAULT_ENGINE, create_engine, engine_names
+from glmtts.engines.base import Capabilities, Engine
+from glmtts.errors import GlmTtsError, InvalidRequestError
+from glmtts.request import MAX_TEXT_CHARS, SynthesisRequest, check_seed, clean_text
+
+log = logging.getLogger(__name__)
+
+#: Longest reference (prompt) recording accepted, in seconds (upstream uses 2-30 s prompts).
+MAX_PROMPT_SECONDS = 30.0
+#: Longest file name stem made from an ``uttid``, in UTF-8 bytes (file systems allow 255).
+MAX_STEM_BYTES = 150
+#: Fields a line may carry; anything else is reported as ignored.
+KNOWN_FIELDS = ("uttid", "syn_text", "prompt_text", "prompt_speech", "sample_rate",
+                "use_kv_cache", "seed", "engine")
+#: Line field -> the request knob (see :data:`glmtts.engines.base.KNOBS`) it feeds.
+FIELD_KNOBS = {"prompt_speech": "reference_audio", "prompt_text": "reference_audio",
+               "sample_rate": "sample_rate", "use_kv_cache": "use_kv_cache", "seed": "seed"}
+_WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
+                     *(f"LPT{i}" for i in range(1, 10))}
+
+
+class BatchInputError(GlmTtsError):
+    """The batch as a whole cannot start: tasks file or output folder unusable (a usage error)."""
+
+
+@dataclass(frozen=True)
+class BatchTask:
+    """One valid line, ready to run.
+
+    Attributes:
+        line: 1-based line number in the JSONL file.
+        uttid: The line's id (its line number as ``line-N`` when it had none).
+        stem: File name stem of its WAV (``uttid`` sanitised); unique in the batch, ignoring case.
+        engine: Engine that speaks it.
+        request: The validated request (fields the engine ignores are left out).
+        prompt_speech: Resolved path of the reference recording, or None.
+        prompt_text: Transcript of the reference recording, or None.
+        notes: What was changed or ignored on this line, one sentence each.
+    """
+
+    line: int
+    uttid: str
+    stem: str
+    engine: str
+    request: SynthesisRequest
+    prompt_speech: Path | None = None
+    prompt_text: str | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def wav_name(self) -> str:
+        """File name of its WAV inside the output folder."""
+        return f"{self.stem}.wav"
+
+    @property
+    def key(self) -> str:
+        """Digest of what the line asks for: a resumed run redoes a line whose key changed."""
+        req = self.request
+        what = [self.engine, req.text, req.sample_rate, req.seed, req.use_kv_cache,
+                str(self.prompt_speech) if self.prompt_speech else None, self.prompt_text]
+        return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class InvalidLine:
+    """A line that will not run, with every reason found on it.
+
+    Attributes:
+        line: 1-based line number.
+        uttid: Its id when one could be read, else None.
+        reasons: One sentence per problem.
+    """
+
+    line: int
+    uttid: str | None
+    reasons: tuple[str, ...]
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.reasons)
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """A checked JSONL: what will run and what will not.
+
+    Attributes:
+        source: The JSONL file, or None when parsed from memory.
+        folders: Folders reference audio may come from (resolved).
+        tasks: Valid lines, in file order.
+        invalid: Invalid lines, in file order.
+    """
+
+    source: Path | None
+    folders: tuple[Path, ...]
+    tasks: tuple[BatchTask, ...]
+    invalid: tuple[InvalidLine, ...]
+
+    @property
+    def lines(self) -> int:
+        """Non-blank lines in the file."""
+        return len(self.tasks) + len(self.invalid)
+
+    def problems(self) -> list[tuple[int, str]]:
+        """Every problem as ``(line number, reason)``, in file order."""
+        return [(bad.line, reason) for bad in self.invalid for reason in bad.reasons]
+
+    def entries(self) -> list[BatchTask | InvalidLine]:
+        """Valid and invalid lines together, in file order."""
+        return sorted([*self.tasks, *self.invalid], key=lambda e: e.line)
+
+    def run_order(self) -> list[BatchTask | InvalidLine]:
+        """The order a run reports lines in: the invalid ones first (nothing to run, so every
+        problem shows before the work starts), then the valid ones grouped by engine in order
+        of first appearance, file order within a group (each engine's model loads once)."""
+        first: dict[str, int] = {}
+        for task in self.tasks:
+            first.setdefault(task.engine, len(first))
+        return [*self.invalid, *sorted(self.tasks, key=lambda t: first[t.engine])]
+
+
+# --------------------------------------------------------------------------- file names
+def safe_stem(uttid: str) -> str | None:
+    """A file name stem for ``uttid``: letters, digits, ``.``, ``_`` and ``-`` kept (Unicode
+    letters included), every other run of characters (and ``..``) replaced by ``_``; no leading
+    dot, dash or underscore;
+    at most :data:`MAX_STEM_BYTES` bytes; Windows device names prefixed with ``_``.
+
+    Returns None when nothing usable is left (no letter or digit).
+    """
+    text = unicodedata.normalize("NFC", uttid)
+    out: list[str] = []
+    for ch in text:
+        if ch.isalnum() or ch in "._-":
+            out.append(ch)
+        elif not out or out[-1] != "_":
+            out.append("_")
+    stem = re.sub(r"\.{2,}", "_", "".join(out)).lstrip("._-").rstrip(". ")
+    while len(stem.encode("utf-8")) > MAX_STEM_BYTES:
+        stem = stem[:-1]
+    stem = stem.rstrip(". ")
+    if not any(ch.isalnum() for ch in stem):
+        return None
+    if stem.split(".")[0].upper() in _WINDOWS_RESERVED:
+        stem = "_" + stem
+    return stem
+
+
+# --------------------------------------------------------------------------- folders
+def is_inside(path: Path, folders: Sequence[Path]) -> bool:
+    """Whether the resolved ``path`` lies in (or is) one of the resolved ``folders``."""
+    return any(path == f or path.is_relative_to(f) for f in folders)
+
+
+def resolve_inside(value: str, folders: Sequence[Path]) -> Path:
+    """Find the relative path ``value`` in the first of ``folders`` holding it, symlinks resolved.
+
+    Raises:
+        InvalidRequestError: absolute, contains ``..``, not found, or (after resolving links)
+            outside every folder.
+    """
+    if "\x00" in value:
+        raise InvalidRequestError("path", "it contains a NUL character")
+    if value.startswith(("/", "\\")) or PureWindowsPath(value).drive:
+        raise InvalidRequestError("path", "absolute paths are refused: give a path relative to "
+                                          "the JSONL's folder")
+    rel = PurePosixPath(value.replace("\\", "/"))
+    if ".." in rel.parts:
+        raise InvalidRequestError("path", "'..' is refused: the file must be inside the "
+                                          "JSONL's folder (or the uploaded files)")
+    if not folders:
+        raise InvalidRequestError("path", "no folder is allowed for reference audio")
+    for folder in folders:
+        candidate = folder / rel
+        try:
+            if not (candidate.is_symlink() or candidate.exists()):
+                continue
+            resolved = candidate.resolve(strict=True)
+        except (OSError, RuntimeError, ValueError) as exc:  # loop, name too long, bad char
+            raise InvalidRequestError("path", f"it cannot be resolved ({exc})") from None
+        if not is_inside(resolved, folders):
+            raise InvalidRequestError("path", "it is a link leading outside the allowed "
+                                              "folders")
+        return resolved
+    where = " or ".join(str(f) for f in folders)
+    raise InvalidRequestError("path", f"not found in {where}")
+
+
+def check_audio(path: Path) -> float:
+    """Seconds of audio in ``path``; raise :class:`InvalidRequestError` when it is no file,
+    cannot be read, is not audio soundfile can read, is empty or too long."""
+    import soundfile as sf
+
+    if not path.is_file():
+        raise InvalidRequestError("path", "it is not a file")
+    try:
+        with path.open("rb") as fh:
+            fh.read(1)
+        info = sf.info(str(path))
+    except OSError as exc:
+        raise InvalidRequestError("path", f"it cannot be read ({exc.strerror or exc})") from None
+    except (RuntimeError, ValueError, TypeError) as exc:  # LibsndfileError is a RuntimeError
+        message = getattr(exc, "error_string", None) or str(exc)
+        raise InvalidRequestError("path", f"it is not audio soundfile can read ({message})"
+                                  ) from None
+    if not info.frames or not info.samplerate:
+        raise InvalidRequestError("path", "it holds no audio")
+    seconds = info.frames / info.samplerate
+    if seconds > MAX_PROMPT_SECONDS:
+        raise InvalidRequestError("path", f"it is {seconds:.1f} s long; the limit is "
+                                          f"{MAX_PROMPT_SECONDS:.0f} s")
+    return seconds
+
+
+# --------------------------------------------------------------------------- one line
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class _Checker:
+    """Checks lines one by one, remembering uttids and file names already taken."""
+
+    def __init__(self, folders: Sequence[Path], engine: str,
+                 engines: Mapping[str, Engine] | None) -> None:
+        self.folders = tuple(folders)
+        self.default_engine = engine
+        self.engines: dict[str, Engine | GlmTtsError] = dict(engines or {})
+        self.uttids: dict[str, int] = {}
+        self.stems: dict[str, tuple[int, str]] = {}
+        self.audio: dict[Path, float | InvalidRequestError] = {}
+        self.references: dict[Path, str | None] = {}
+
+    def engine(self, name: str) -> Engine | GlmTtsError:
+        if name not in self.engines:
+            try:
+                self.engines[name] = create_engine(name)
+            except GlmTtsError as exc:  # unknown engine, voice or checkout missing
+                self.engines[name] = exc
+            except (ImportError, OSError) as exc:  # an engine's optional dependency or files
+                self.engines[name] = GlmTtsError(f"the {name} engine cannot be created here "
+                                                 f"({type(exc).__name__}: {exc})")
+        return self.engines[name]
+
+    def audio_seconds(self, path: Path) -> float | InvalidRequestError:
+        if path not in self.audio:
+            try:
+                self.audio[path] = check_audio(path)
+            except InvalidRequestError as exc:
+                self.audio[path] = exc
+        return self.audio[path]
+
+    def reference_problem(self, path: Path) -> str | None:
+        """For engines that clone a voice: the full reference check they apply themselves
+        (length 2-30 s, not silent...), done now so that a bad clip fails before any model
+        loads. None when the clip is usable."""
+        if path not in self.references:
+            try:
+                from glmtts.reference_audio import load_reference
+            except ImportError:  # no such checks in this build: the engine checks at run time
+                self.references[path] = None
+                return None
+            try:
+                load_reference(path)
+                self.references[path] = None
+            except InvalidRequestError as exc:
+                self.references[path] = str(exc)
+        return self.references[path]
+
+    def check(self, number: int, raw: bytes) -> BatchTask | InvalidLine | None:
+        """Check line ``number``; None for a blank line."""
+        try:
+            text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            return InvalidLine(number, None, (f"not UTF-8 text ({exc.reason} at byte "
+                                              f"{exc.start})",))
+        if not text.strip():
+            return None
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+            detail = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+            return InvalidLine(number, None, (f"not JSON ({detail})",))
+        if not isinstance(data, dict):
+            return InvalidLine(number, None, (f"not a JSON object (found "
+                                              f"{_json_type(data)})",))
+        return self._check_object(number, data)
+
+    def _check_object(self, number: int, data: dict[str, Any]) -> BatchTask | InvalidLine:
+        reasons: list[str] = []
+        notes: list[str] = []
+        uttid, stem = self._uttid(number, data, reasons, notes)
+        engine_name, engine = self._engine(data.get("engine"), reasons)
+        caps = engine.capabilities if engine is not None else None
+        text = _syn_text(data, reasons, notes)
+        sample_rate = _sample_rate(data.get("sample_rate"), caps, engine_name, reasons)
+        seed = _seed(data.get("seed"), reasons)
+        kv = data.get("use_kv_cache")
+        if kv is not None and not isinstance(kv, bool):
+            reasons.append(f"use_kv_cache must be true or false, not {_short(kv)}")
+            kv = None
+        prompt_text = data.get("prompt_text")
+        if prompt_text is not None and not isinstance(prompt_text, str):
+            reasons.append(f"prompt_text must be a string, not {_json_type(prompt_text)}")
+            prompt_text = None
+        prompt_speech = self._prompt_speech(data.get("prompt_speech"), reasons)
+        notes.extend(_ignored(data, caps))
+        honoured = caps.honours if caps is not None else frozenset()
+        if prompt_speech is not None and "reference_audio" in honoured:
+            problem = self.reference_problem(prompt_speech)
+            if problem is not None:
+                reasons.append(f"prompt_speech {_path_text(data['prompt_speech'])}: {problem}")
+        if reasons or text is None or engine is None or stem is None:
+            return InvalidLine(number, uttid, tuple(reasons))
+        clones = "reference_audio" in honoured
+        try:
+            request = SynthesisRequest(
+                text=text,
+                sample_rate=sample_rate if "sample_rate" in honoured else None,
+                seed=seed if "seed" in honoured else None,
+                use_kv_cache=bool(kv) if "use_kv_cache" in honoured else False,
+                reference_audio=prompt_speech if clones else None,
+                reference_text=prompt_text if clones else None,
+            )
+            engine.check(request)
+        except GlmTtsError as exc:
+            return InvalidLine(number, uttid, (str(exc),))
+        return BatchTask(number, uttid, stem, engine_name, request, prompt_speech, prompt_text,
+                         tuple(notes))
+
+    def _engine(self, value: Any, reasons: list[str]) -> tuple[str, Engine | None]:
+        if value is None:
+            value = self.default_engine
+        if not isinstance(value, str) or not value:
+            reasons.append(f"engine must be one of {', '.join(engine_names())}, "
+                           f"not {_short(value)}")
+            return str(value), None
+        found = self.engine(value)
+        if isinstance(found, GlmTtsError):
+            reasons.append(f"engine: {found}")
+            return value, None
+        return value, found
+
+    def _uttid(self, number: int, data: dict[str, Any], reasons: list[str],
+               notes: list[str]) -> tuple[str | None, str | None]:
+        raw = data.get("uttid")
+        if raw is None:
+            uttid = f"line-{number}"
+            notes.append(f"no uttid: named {uttid!r} after its line number")
+        elif _whole(raw):
+            uttid = str(raw)
+        elif isinstance(raw, str):
+            uttid = raw
+        else:
+            reasons.append(f"uttid must be a string or a whole number, not {_json_type(raw)}")
+            return None, None
+        if not uttid.strip():
+            reasons.append("uttid is empty")
+            return uttid, None
+        first = self.uttids.setdefault(uttid, number)
+        if first != number:
+            reasons.append(f"duplicate uttid {uttid!r} (first on line {first})")
+            return uttid, None
+        stem = safe_stem(uttid)
+        if stem is None:
+            reasons.append(f"uttid {uttid!r} has no letter or digit to make a file name from")
+            return uttid, None
+        taken = self.stems.setdefault(stem.casefold(), (number, uttid))
+        if taken[0] != number:
+            reasons.append(f"uttid {uttid!r} and {taken[1]!r} (line {taken[0]}) would both "
+                           f"be saved as {stem}.wav")
+            return uttid, None
+        if stem != uttid:
+            notes.append(f"uttid {uttid!r} is saved as {stem}.wav")
+        return uttid, stem
+
+    def _prompt_speech(self, value: Any, reasons: list[str]) -> Path | None:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            reasons.append(f"prompt_speech must be a path (a string), not {_json_type(value)}")
+            return None
+        if not value.strip():
+            reasons.append("prompt_speech is empty")
+            return None
+        shown = _path_text(value)
+        try:
+            path = resolve_inside(value, self.folders)
+        except InvalidRequestError as exc:
+            reasons.append(f"prompt_speech {shown}: {exc}")
+            return None
+        seconds = self.audio_seconds(path)
+        if isinstance(seconds, InvalidRequestError):
+            reasons.append(f"prompt_speech {shown}: {seconds}")
+            return None
+        return path
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict = 2, 40, 40, 4, 4
+
+
+def _syn_text(data: dict[str, Any], reasons: list[str], notes: list[str]) -> str | None:
+    value = data.get("syn_text")
+    if value is None:
+        reasons.append("missing syn_text (the text to speak)")
+    elif not isinstance(value, str):
+        reasons.append(f"syn_text must be a string, not {_json_type(value)}")
+    else:
+        try:
+            text, cleaned = clean_text(value)
+        except InvalidRequestError as exc:
+            reasons.append(f"syn_text: {exc}")
+        else:
+            notes.extend(cleaned)
+            return text
+    return None
+
+
+def _sample_rate(value: Any, caps: Capabilities | None, engine: str,
+                 reasons: list[str]) -> int | None:
+    if value is None:
+        return None
+    if not _whole(value) or value <= 0:
+        reasons.append(f"sample_rate must be a positive whole number of Hz, not {_short(value)}")
+        return None
+    if caps is not None and value not in caps.sample_rates:
+        rates = ", ".join(str(r) for r in caps.sample_rates)
+        reasons.append(f"sample_rate {value} Hz is not one the {engine} engine can produce "
+                       f"({rates})")
+        return None
+    return int(value)
+
+
+def _seed(value: Any, reasons: list[str]) -> int | None:
+    try:
+        return check_seed(value)
+    except InvalidRequestError:
+        reasons.append(f"seed must be a whole number from 0 to 2**63 - 1, not {_short(value)}")
+        return None
+
+
+def _ignored(data: dict[str, Any], caps: Capabilities | None) -> list[str]:
+    """Notes on the fields this line sets that will not be used, and why."""
+    notes = []
+    unknown = sorted(k for k in data if k not in KNOWN_FIELDS)
+    if unknown:
+        notes.append(f"unknown field(s) ignored: {', '.join(unknown[:10])}"
+                     + (" …" if len(unknown) > 10 else ""))
+    if caps is not None:
+        for name, knob in FIELD_KNOBS.items():
+            why = caps.reason(knob)
+            if why is not None and data.get(name) is not None:
+                notes.append(f"{name} ignored: {why}")
+    return notes
+
+
+def _path_text(value: str) -> str:
+    """A path as written in the JSONL, quoted, at most about 80 characters."""
+    return repr(value if len(value) <= 80 else value[:77] + "...")
+
+
+def _short(value: Any) -> str:
+    """A short, bounded rendering of a JSON value for a message."""
+    return _REPR.repr(value)
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "true/false",
+             int: "a number", float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+# --------------------------------------------------------------------------- whole file
+def parse_tasks(data: bytes | str, *, folders: Sequence[Path] = (),
+                engine: str = DEFAULT_ENGINE, engines: Mapping[str, Engine] | None = None,
+                source: Path | None = None) -> BatchPlan:
+    """Check every line of a JSONL document; never raises for bad content.
+
+    Args:
+        data: The JSONL text (bytes are decoded per line, so one bad line spoils only itself).
+        folders: Folders reference audio may come from; the first is the JSONL's own.
+        engine: Engine of lines that name none.
+        engines: Engine objects to ask about capabilities, by name (e.g. the session's, with
+            its voice); others are created (not loaded) as needed.
+        source: The file the text came from, for the plan's record.
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogatepass")
+    resolved = []
+    for folder in folders:
+        try:
+            resolved.append(Path(folder).resolve())
+        except (OSError, RuntimeError) as exc:
+            log.warning("ignoring folder %s: %s", folder, exc)
+    checker = _Checker(resolved, engine, engines)
+    tasks: list[BatchTask] = []
+    invalid: list[InvalidLine] = []
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        entry = checker.check(number, raw.removesuffix(b"\r"))
+        if isinstance(entry, BatchTask):
+            tasks.append(entry)
+        elif entry is not None:
+            invalid.append(entry)
+    return BatchPlan(source, tuple(resolved), tuple(tasks), tuple(invalid))
+
+
+def load_tasks(path: str | Path, *, extra_folders: Sequence[Path] = (),
+               engine: str = DEFAULT_ENGINE, engines: Mapping[str, Engine] | None = None
+               ) -> BatchPlan:
+    """Read and check the JSONL file ``path``; reference audio may come from its folder and
+    ``extra_folders``.
+
+    Raises:
+        BatchInputError: the file is missing, a folder, or unreadable.
+    """
+    path = Path(path).expanduser()
+    try:
+        data = path.read_bytes()
+    except IsADirectoryError:
+        raise BatchInputError(f"{path} is a folder, not a JSONL file") from None
+    except FileNotFoundError:
+        raise BatchInputError(f"the tasks file {path} does not exist") from None
+    except OSError as exc:
+        raise BatchInputError(f"cannot read the tasks file {path}: "
+                              f"{exc.strerror or exc}") from None
+    return parse_tasks(data, folders=[path.resolve().parent, *extra_folders], engine=engine,
+                       engines=engines, source=path)
+
+
+__all__ = ["MAX_PROMPT_SECONDS", "MAX_TEXT_CHARS", "BatchInputError", "BatchPlan", "BatchTask",
+           "InvalidLine", "check_audio", "is_inside", "load_tasks", "parse_tasks",
+           "resolve_inside", "safe_stem"]

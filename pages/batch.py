@@ -1,0 +1,171 @@
+import pandas as pd
+import streamlit as st
+
+from glmtts.batch import (
+    BatchInputError,
+    BatchRunner,
+    LineResult,
+    Progress,
+    load_tasks,
+    zip_results,
+)
+from glmtts.batch.files import (
+    INPUTS_ENV,
+    batch_root,
+    digest,
+    run_folder,
+    save_uploads,
+    server_folders,
+    server_path,
+)
+from glmtts.errors import GlmTtsError
+from ui import frame
+from ui.format import fmt_bytes, fmt_seconds
+from ui.state import tts_session
+
+COLUMNS = ["line", "uttid", "status", "wall", "audio", "retained", "peak", "attempts", "memory",
+           "reason / notes"]
+FIGURES = {"host_rss": "host RSS", "torch_reserved": "torch reserved"}
+
+
+def _row(result: LineResult) -> dict:
+    status = result.status + (" (earlier run)" if result.resumed else "")
+    if result.recovery:
+        status += " after retry"
+    detail = result.reason or ""
+    notes = ([result.recovery] if result.recovery else []) + list(result.notes)
+    if notes:
+        detail = "; ".join(([detail] if detail else []) + notes)
+    return {"line": result.line, "uttid": result.uttid or "", "status": status,
+            "wall": fmt_seconds(result.wall_s) if result.wall_s is not None else "",
+            "audio": f"{result.audio_s:.2f} s" if result.audio_s is not None else "",
+            "retained": fmt_bytes(result.retained_bytes, signed=True)
+            if result.retained_bytes is not None else "",
+            "peak": fmt_bytes(result.peak_delta_bytes, signed=True)
+            if result.peak_delta_bytes is not None else "",
+            "attempts": str(result.attempts) if result.attempts else "",
+            "memory": FIGURES.get(result.memory or "", result.memory or ""),
+            "reason / notes": detail}
+
+
+def _progress_text(p: Progress) -> str:
+    text = f"{p.done}/{p.total} lines · {p.ok} ok · {p.failed} failed · {p.skipped} skipped"
+    text += f" · {fmt_seconds(p.elapsed_s)} elapsed"
+    if p.done < p.total and p.eta_s is not None:
+        text += f" · about {fmt_seconds(p.eta_s)} left"
+    return text
+
+
+def _table(slot, rows: dict) -> None:
+    frame_ = pd.DataFrame(list(rows.values()), columns=COLUMNS)
+    slot.dataframe(frame_, hide_index=True, width="stretch")
+
+
+frame.begin()
+st.title("📦 Batch")
+st.caption("One task per line, upstream GLM-TTS fields: `uttid`, `syn_text`, `prompt_text`, "
+           "`prompt_speech` (a path relative to the JSONL), and optionally `sample_rate`, "
+           "`use_kv_cache`, `seed`, `engine`. A failing line never stops the others; each "
+           "finished line is saved at once, so running the same tasks again continues where "
+           "it stopped.")
+session = tts_session()
+
+source = st.radio("Tasks", ["Upload", "Path on the server"], key="batch_source",
+                  horizontal=True)
+refs = st.file_uploader("Reference audio named by `prompt_speech` (files, or a zip keeping "
+                        "their folders)", accept_multiple_files=True, key="batch_refs",
+                        type=["wav", "flac", "ogg", "mp3", "zip"])
+ref_files = [(f.name, f.getvalue()) for f in refs or []]
+
+tasks_path = None
+run_dir = None
+extra_folders = []
+try:
+    if source == "Upload":
+        upload = st.file_uploader("Tasks (JSONL)", type=["jsonl", "json", "txt"],
+                                  key="batch_jsonl")
+        if upload is not None:
+            data = upload.getvalue()
+            key = digest([upload.name.encode(), data,
+                          *(p for name, blob in ref_files for p in (name.encode(), blob))])
+            folder = batch_root() / "uploads" / key
+            problems = save_uploads([*ref_files, ("tasks.jsonl", data)], folder)  # JSONL last
+            for problem in problems:
+                st.warning(problem)
+            tasks_path = folder / "tasks.jsonl"
+            run_dir = run_folder(upload.name, key)
+    else:
+        allowed = ", ".join(f"`{f}`" for f in server_folders())
+        value = st.text_input("JSONL path on the server", key="batch_path",
+                              placeholder="tasks/example.jsonl",
+                              help=f"Must lie inside {allowed} (set {INPUTS_ENV} to change); "
+                                   f"reference audio must lie in the JSONL's folder")
+        if value.strip():
+            tasks_path = server_path(value)
+            refs_key = digest(p for name, blob in ref_files for p in (name.encode(), blob))
+            if ref_files:
+                folder = batch_root() / "uploads" / refs_key
+                for problem in save_uploads(ref_files, folder):
+                    st.warning(problem)
+                extra_folders.append(folder)
+            run_dir = run_folder(tasks_path.name, digest([str(tasks_path).encode(),
+                                                          refs_key.encode()]))
+    plan = None
+    if tasks_path is not None:
+        plan = load_tasks(tasks_path, extra_folders=extra_folders, engine=session.engine_name,
+                          engines={session.engine_name: session.engine})
+except (BatchInputError, OSError) as exc:
+    st.error(str(exc))
+    plan = None
+
+if plan is not None and run_dir is not None:
+    c1, c2, c3 = st.columns(3)
+    c1.metric("lines", plan.lines)
+    c2.metric("valid", len(plan.tasks))
+    c3.metric("invalid (skipped)", len(plan.invalid))
+    if plan.invalid:
+        with st.expander(f"{len(plan.invalid)} invalid line(s): they will be skipped",
+                         expanded=len(plan.invalid) <= 10):
+            st.dataframe(pd.DataFrame(plan.problems(), columns=["line", "reason"]),
+                         hide_index=True, width="stretch")
+    st.caption(f"Results go to `{run_dir}` (WAVs + manifest.jsonl).")
+    run = st.button("Run batch", key="batch_run", type="primary", disabled=not plan.tasks)
+
+    progress_slot = st.empty()
+    table_slot = st.empty()
+    if run:
+        rows = {e.line: {"line": e.line, "uttid": e.uttid or "", "status": "pending"}
+                for e in plan.entries()}
+        bar = progress_slot.progress(0.0, text="starting…")
+        _table(table_slot, rows)
+        try:
+            with BatchRunner(plan, run_dir, session, resume=True) as runner:
+                for message in runner.messages:
+                    st.info(message)
+                for result in runner:
+                    rows[result.line] = _row(result)
+                    bar.progress(runner.progress.fraction, text=_progress_text(runner.progress))
+                    _table(table_slot, rows)
+                st.session_state["_batch_last"] = {
+                    "run_dir": str(runner.output), "rows": rows,
+                    "progress": _progress_text(runner.progress),
+                    "all_ok": runner.progress.all_ok,
+                    "zip": zip_results(runner.output),
+                }
+        except GlmTtsError as exc:  # folder busy or unwritable; lines themselves never raise
+            st.error(str(exc))
+
+    last = st.session_state.get("_batch_last")
+    if last is not None and last["run_dir"] == str(run_dir.resolve()):
+        progress_slot.progress(1.0, text=last["progress"])
+        _table(table_slot, last["rows"])
+        if last["all_ok"]:
+            st.success("Every valid line ended ok.")
+        else:
+            st.warning("Some lines failed or were skipped: see the reasons in the table. Fix "
+                       "them and run again; lines already ok are not redone.")
+        st.download_button("Download results (zip: WAVs + manifest)", last["zip"],
+                           file_name=f"{run_dir.name}.zip", mime="application/zip",
+                           key="batch_download")
+
+frame.end()
