@@ -17,7 +17,9 @@ from monitoring import Sampler, Store, open_store
 #: (never used by a widget, so never dropped) and restores any value that went missing.
 PERSISTED = ("engine", "glmtts_home", "use_phoneme", "text", "voice_path", "sample_rate",
              "use_kv_cache", "seed", "fixed_seed", "sampling_method", "speed", "ref_text",
-             "cleanup_level", "policy_mode", "live", "history_kinds", "history_scope")
+             "cleanup_level", "policy_mode", "live", "history_kinds", "history_scope",
+             "batch_source", "batch_path", "tune_engine", "tune_device", "tune_budget",
+             "tune_scale", "tune_dtypes", "tune_attention", "tune_rates", "tune_kv", "tune_texts")
 
 
 @dataclass(frozen=True)

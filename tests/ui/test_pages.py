@@ -102,7 +102,8 @@ def test_history_lists_the_events(app) -> None:
     assert list(app.dataframe[0].value["kind"]) == ["synthesis"]
 
 
-@pytest.mark.parametrize("page", ["pages/synthesize.py", "pages/monitor.py", "pages/history.py"])
+@pytest.mark.parametrize("page", ["pages/synthesize.py", "pages/monitor.py", "pages/history.py",
+                                  "pages/batch.py", "pages/tune.py"])
 def test_every_page_has_the_sidebar(app, page: str) -> None:
     app.switch_page(page).run()
     assert not app.exception
