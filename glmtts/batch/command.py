@@ -2,7 +2,8 @@
 
 Prints one line per finished line and a summary. Exit status: 0 when every valid line ended ok,
 1 otherwise (a line failed, or no line was valid), 2 for usage errors (tasks file missing,
-output folder unusable, or already holding a batch without ``--resume``), 130 when interrupted.
+output folder unusable, or already holding a batch without ``--resume``). SIGINT/SIGTERM finish the
+line under way, release the model, close the store and exit 0 (``--resume`` finishes the rest).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ def cmd_batch(args: argparse.Namespace, out: TextIO | None = None) -> int:
     from glmtts.batch.tasks import load_tasks
     from glmtts.device import resolve_device
     from glmtts.errors import DeviceUnavailableError
+    from glmtts.service.shutdown import GracefulShutdown, ShutdownRequested
     from glmtts.session import SynthesisSession
     from monitoring import open_store
 
@@ -91,16 +93,26 @@ def cmd_batch(args: argparse.Namespace, out: TextIO | None = None) -> int:
                           file=out)
                 for message in runner.messages:
                     print(f"note: {message}", file=out, flush=True)
-                for result in runner:
-                    print(format_line(result, runner.progress), file=out, flush=True)
+                # SIGINT/SIGTERM: finish the line under way, then stop cleanly (model released,
+                # store closed, exit 0); a second signal stops at once.
+                with GracefulShutdown(interrupt=False) as stop:
+                    for result in runner:
+                        print(format_line(result, runner.progress), file=out, flush=True)
+                        if stop.requested:
+                            break
                 progress = runner.progress
+                if stop.requested:
+                    left = progress.total - progress.done
+                    print(f"stopped by a signal: {progress.done} line(s) done, {left} left; "
+                          f"run again with --resume to finish", file=out, flush=True)
+                    return 0
         except BatchInputError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return USAGE_ERROR
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, ShutdownRequested):
             print("interrupted: finished lines are in the manifest; run again with --resume",
                   file=sys.stderr)
-            return 130
+            return 0
         finally:
             session.close()
     finally:

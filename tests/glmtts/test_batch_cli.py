@@ -132,3 +132,31 @@ def test_kill_9_mid_batch_then_resume_finishes_every_line_once(tmp_path: Path) -
     for entry in entries:  # every WAV whole
         info = sf.info(str(out / entry["wav"]))
         assert abs(info.frames / info.samplerate - entry["audio_s"]) < 1e-3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_mid_batch_stops_cleanly_with_exit_0(tmp_path: Path, sig: int) -> None:
+    texts = [f"Signal test line {n}." for n in range(1, 12)]
+    tasks = _tasks(tmp_path / "t.jsonl", texts)
+    out = tmp_path / "out"
+    manifest = out / "manifest.jsonl"
+    proc = _cli(str(tasks), "-o", str(out), "--cpu")
+    try:
+        deadline = time.monotonic() + 120
+        while not (manifest.exists() and manifest.read_bytes().count(b"\n") >= 1):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no manifest line within 120 s"
+            time.sleep(0.005)
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert "--resume" in stdout + stderr
+    entries = read_manifest(manifest)
+    assert 1 <= len(entries) < len(texts)
+    assert all(e["status"] == "ok" for e in entries)
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
