@@ -157,3 +157,39 @@ def test_advise_mode_only_recommends(store) -> None:
     assert out.recommendation.action == "full" and out.auto_cleanup is None
     assert out.load is None
     session.close()
+
+
+@pytest.mark.gpu
+def test_real_cuda_out_of_memory_is_recovered_by_cleanup_and_retry(store) -> None:
+    """A real ``torch.cuda.OutOfMemoryError`` (a per-process memory cap), recovered in-process:
+    the first attempt fails, the full cleanup releases an engine-level cache (a ballast tensor
+    the engine drops on unload), and the retry fits."""
+    import torch
+
+    session = SynthesisSession(store=store, device="cuda", policy_mode="off")
+    session.synthesize(SynthesisRequest(text="Load on the GPU first.", seed=1))
+    engine = session.engine
+    total = torch.cuda.get_device_properties(0).total_memory
+    used = torch.cuda.memory_reserved()
+    torch.cuda.set_per_process_memory_fraction(min(1.0, (used + 1536 * 2**20) / total))
+    try:
+        free_in_cap = used + 1536 * 2**20 - torch.cuda.memory_allocated()
+        ballast = torch.empty(max(0, free_in_cap - 32 * 2**20), dtype=torch.uint8,
+                              device="cuda")
+        original_unload = engine.unload
+
+        def unload_with_cache() -> None:
+            nonlocal ballast
+            ballast = None  # the engine cache a full cleanup drops
+            original_unload()
+
+        engine.unload = unload_with_cache  # type: ignore[method-assign]
+        text = "A sentence long enough to need more than the few megabytes left. " * 4
+        outcome = session.synthesize(SynthesisRequest(text=text, seed=2))
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+    assert outcome.attempts[0].oom and outcome.attempts[1].ok
+    assert "succeeded" in outcome.recovery
+    again = session.synthesize(SynthesisRequest(text="Still alive.", seed=3))
+    assert again.result.duration_s > 0
+    session.close()
