@@ -6,8 +6,8 @@ does not honour collapse to one value (Piper has no KV switch: only "off" is run
 rate is honoured by resampling, so it stays). Every point is one real synthesis through a
 :class:`~glmtts.session.SynthesisSession`, so each is a tracked event in the store.
 
-Per point the sweep reports, from one memory figure chosen by :func:`peak_figure` (torch's
-reserved pool on a GPU, host RSS on the CPU):
+Per point the sweep reports, from one memory figure chosen by
+:func:`monitoring.records.peak_figure` (torch's reserved pool on a GPU, host RSS on the CPU):
 
 - ``peak_bytes``: the synthesis's peak above the figure's value *before the model was loaded*
   (what the configuration needs, weights included);
@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from glmtts.errors import GlmTtsError, OutOfMemoryError
+from monitoring.records import peak_figure
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -188,18 +189,6 @@ def plan_sweep(spec: SweepSpec) -> tuple[list[SweepPoint], list[str]]:
         raise GlmTtsError("the sweep grid is empty: give at least one text, sample rate and "
                           "KV setting")
     return points, notes
-
-
-def peak_figure(record: EventRecord) -> str:
-    """The figure that measures an event's peak, by what the record has: on a CUDA device
-    the torch allocator's reserved pool (an exact peak), else NVML's per-process figure (a
-    sampled lower bound); on the CPU, host RSS (``VmHWM``: exact where it can be reset)."""
-    breakdown = record.breakdown
-    if str(record.features.get("device") or "").startswith("cuda"):
-        for name in ("torch_reserved", "nvml_process"):
-            if getattr(breakdown, name).peak_bytes is not None:
-                return name
-    return "host_rss"
 
 
 def _minus(a: int | None, b: int | None) -> int | None:

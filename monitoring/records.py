@@ -188,3 +188,16 @@ class EventRecord:
             ),
             host_rss=Change(b.host_rss_bytes, a.host_rss_bytes, p.host_rss_bytes),
         )
+
+
+def peak_figure(record: EventRecord) -> str:
+    """The figure that measures an event's peak, by what the record has: on a CUDA device
+    (feature ``device``) the torch allocator's reserved pool (an exact peak), else NVML's
+    per-process figure (a sampled lower bound); on the CPU, host RSS (``VmHWM``: exact where it
+    can be reset)."""
+    breakdown = record.breakdown
+    if str(record.features.get("device") or "").startswith("cuda"):
+        for name in ("torch_reserved", "nvml_process"):
+            if getattr(breakdown, name).peak_bytes is not None:
+                return name
+    return "host_rss"

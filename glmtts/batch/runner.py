@@ -35,6 +35,7 @@ from glmtts.batch.output import (
 from glmtts.batch.tasks import BatchInputError, BatchPlan, BatchTask, InvalidLine
 from glmtts.errors import GlmTtsError, OutOfMemoryError
 from glmtts.session import SynthesisOutcome, SynthesisSession
+from monitoring.records import peak_figure
 
 log = logging.getLogger(__name__)
 
@@ -156,11 +157,8 @@ class Progress:
 
 
 def _memory(outcome: SynthesisOutcome) -> dict[str, Any]:
-    device = outcome.result.metadata.get("device") or ""
-    breakdown = outcome.record.breakdown
-    name, change = "host_rss", breakdown.host_rss
-    if str(device).startswith("cuda") and breakdown.torch_reserved.before_bytes is not None:
-        name, change = "torch_reserved", breakdown.torch_reserved
+    name = peak_figure(outcome.record)
+    change = getattr(outcome.record.breakdown, name)
     if change.before_bytes is None:
         return {}
     return {"memory": name, "retained_bytes": change.retained_bytes,

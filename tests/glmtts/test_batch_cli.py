@@ -36,6 +36,15 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
                             text=True)
 
 
+def _wait_for_first_line(proc: subprocess.Popen, manifest: Path, limit_s: float = 120) -> None:
+    """Return once the batch has finished at least one line (bounded in time)."""
+    deadline = time.monotonic() + limit_s
+    while not (manifest.exists() and manifest.read_bytes().count(b"\n") >= 1):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"no manifest line within {limit_s:.0f} s"
+        time.sleep(0.005)
+
+
 # ----------------------------------------------------------------------------- in-process
 def test_usage_errors_exit_2_with_one_line(tmp_path: Path, capsys) -> None:
     tasks = _tasks(tmp_path / "t.jsonl", ["Hi."])
@@ -95,11 +104,7 @@ def test_kill_9_mid_batch_then_resume_finishes_every_line_once(tmp_path: Path) -
     manifest = out / "manifest.jsonl"
     proc = _cli(str(tasks), "-o", str(out), "--cpu")
     try:
-        deadline = time.monotonic() + 120
-        while not (manifest.exists() and manifest.read_bytes().count(b"\n") >= 1):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no manifest line within 120 s"
-            time.sleep(0.005)
+        _wait_for_first_line(proc, manifest)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(timeout=30)
@@ -143,11 +148,7 @@ def test_signal_mid_batch_stops_cleanly_with_exit_0(tmp_path: Path, sig: int) ->
     manifest = out / "manifest.jsonl"
     proc = _cli(str(tasks), "-o", str(out), "--cpu")
     try:
-        deadline = time.monotonic() + 120
-        while not (manifest.exists() and manifest.read_bytes().count(b"\n") >= 1):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no manifest line within 120 s"
-            time.sleep(0.005)
+        _wait_for_first_line(proc, manifest)
         proc.send_signal(sig)
         stdout, stderr = proc.communicate(timeout=30)
     finally:
