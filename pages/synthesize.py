@@ -39,8 +39,10 @@ with right:
                               help=ref_reason or "A 2-30 s recording of the voice to clone")
     if ref_reason:
         st.caption(f"Disabled: {ref_reason}.")
-    elif upload is not None:
-        # Kept on disk (and its path in the session) so that it outlives page switches.
+    elif upload is not None and st.session_state.get("_ref_upload_id") != upload.file_id:
+        # Saved and checked once per upload (not on every rerun); kept on disk, its path in
+        # the session, so that it outlives page switches.
+        st.session_state["_ref_upload_id"] = upload.file_id
         folder = Path(tempfile.gettempdir()) / "glmtts-uploads" / (session.session_id or "anon")
         folder.mkdir(parents=True, exist_ok=True)
         saved = folder / Path(upload.name).name
@@ -48,12 +50,15 @@ with right:
         try:
             ref = load_reference(saved)
         except ReferenceAudioError as exc:
-            st.error(str(exc))
+            st.session_state["_ref_error"] = str(exc)
             st.session_state.pop("_ref_audio_path", None)
         else:
+            st.session_state.pop("_ref_error", None)
             st.session_state["_ref_audio_path"] = str(saved)
             st.session_state["_ref_summary"] = ref.summary()
             st.session_state["_ref_preview"] = ref.preview_wav()
+    if ref_reason is None and st.session_state.get("_ref_error"):
+        st.error(st.session_state["_ref_error"])
     if ref_reason is None and st.session_state.get("_ref_audio_path"):
         st.caption(f"Reference: {Path(st.session_state['_ref_audio_path']).name} · "
                    f"{st.session_state.get('_ref_summary', '')}")
