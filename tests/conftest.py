@@ -73,4 +73,35 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+
+@pytest.fixture
+def open_app(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    """Factory: a fresh AppTest of the whole app with its own SQLite file (and a new store and
+    sampler), after its first run, optionally switched to ``page``; stopped afterwards."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from ui.state import app_resources
+
+    monkeypatch.setenv("GLMTTS_DB", str(tmp_path / "events.sqlite3"))
+    app_resources.clear()
+    started = []
+
+    def factory(page: str | None = None):
+        at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "streamlit_app.py"),
+                               default_timeout=180)
+        at.run()
+        if page is not None:
+            at.switch_page(page).run()
+        assert not at.exception, at.exception
+        started.append(at)
+        return at
+
+    yield factory
+    if started:
+        app_resources().sampler.stop()
+    app_resources.clear()
+
+
 os.environ.setdefault("GLMTTS_DB", ":memory:")

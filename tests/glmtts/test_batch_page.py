@@ -8,29 +8,15 @@ from pathlib import Path
 
 import pytest
 
-APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
-
 
 @pytest.fixture
-def batch_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+def batch_app(open_app, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """The whole app with its own database, batch folder and allowed input folder, on the
     Batch page."""
-    from streamlit.testing.v1 import AppTest
-
-    from ui.state import app_resources
-
-    monkeypatch.setenv("GLMTTS_DB", str(tmp_path / "events.sqlite3"))
     monkeypatch.setenv("GLMTTS_BATCH_DIR", str(tmp_path / "batch"))
     monkeypatch.setenv("GLMTTS_BATCH_INPUTS", str(tmp_path / "inputs"))
     (tmp_path / "inputs").mkdir()
-    app_resources.clear()
-    at = AppTest.from_file(APP, default_timeout=180)
-    at.run()
-    at.switch_page("pages/batch.py").run()
-    assert not at.exception, at.exception
-    yield at
-    app_resources().sampler.stop()
-    app_resources.clear()
+    return open_app("pages/batch.py")
 
 
 def _table(at) -> list[dict]:

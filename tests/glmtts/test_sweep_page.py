@@ -3,31 +3,17 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
 
 
 @pytest.fixture
-def tune_page(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    from streamlit.testing.v1 import AppTest
-
-    monkeypatch.setenv("GLMTTS_DB", str(tmp_path / "events.sqlite3"))
-    from ui.state import app_resources
-
-    app_resources.clear()
-    at = AppTest.from_file(APP, default_timeout=180)
-    at.run()
-    at.switch_page("pages/tune.py").run()
-    assert not at.exception, at.exception
-    yield at
-    app_resources().sampler.stop()
-    app_resources.clear()
+def tune_page(open_app):
+    return open_app("pages/tune.py")
 
 
 def test_tune_page_runs_a_tiny_sweep(tune_page) -> None:
