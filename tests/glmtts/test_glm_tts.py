@@ -527,3 +527,22 @@ def test_session_records_a_sample_rate_switch_as_a_load(home: Path, prompt: Path
     kinds = list(store.events(session_id=session.session_id)["kind"])
     assert kinds == ["load", "synthesis", "load", "synthesis"]
     session.close()
+
+
+def test_full_cleanup_with_upstreams_namespace_subpackages(engine: GlmTtsEngine, home: Path,
+                                                          prompt: Path) -> None:
+    """Upstream has four namespace subpackages (no ``__init__.py``); removing a parent before
+    its children once raised ``KeyError: 'cosyvoice'`` on every unload and left 15 modules."""
+    engine.load("cpu")
+    engine.synthesize(req(prompt))
+    namespaces = ["cosyvoice.transformer", "cosyvoice.hifigan_cosy2", "utils.whisper_models",
+                  "llm"]
+    for name in namespaces:
+        assert getattr(sys.modules[name], "__file__", None) is None  # a namespace package
+    engine.unload()  # must not raise
+    assert _under(home) == []
+    assert not any(n.split(".")[0] in ("cosyvoice", "utils", "llm", "flow") for n in sys.modules
+                   if getattr(sys.modules[n], "__file__", None) and str(home) in
+                   str(sys.modules[n].__file__))
+    engine.load("cpu")  # a fresh import works after the cleanup
+    assert engine.synthesize(req(prompt)).sample_rate == 24000

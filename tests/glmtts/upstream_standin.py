@@ -50,6 +50,9 @@ from cosyvoice.cli.frontend import SpeechTokenizer, TextFrontEnd, TTSFrontEnd
 from llm.glmtts import GLMTTS
 from utils import seed_util, tts_model_util, yaml_util
 from utils.audio import mel_spectrogram
+import cosyvoice.transformer.attention  # namespace subpackages, as upstream has four
+import cosyvoice.hifigan_cosy2.generator
+import utils.whisper_models.encoder
 import standin_journal as journal
 {broken_import}
 DEVICE = torch.device("cpu")  # upstream: cuda when available
@@ -487,6 +490,11 @@ def write_standin(root: Path, *, vocoders: tuple[int, ...] = (24000, 32000),
         "llm/glmtts.py": _LLM,  # no llm/__init__.py: a namespace package, as upstream
         "flow/__init__.py": "",
         "flow/flow.py": _FLOW,
+        # upstream's other namespace subpackages (no __init__.py), imported at load as upstream
+        # does: a cleanup that drops a parent before its children meets them
+        "cosyvoice/transformer/attention.py": "ATTENTION = 'stand-in'\n",
+        "cosyvoice/hifigan_cosy2/generator.py": "GENERATOR = 'stand-in'\n",
+        "utils/whisper_models/encoder.py": "ENCODER = 'stand-in'\n",
     }
     for rel, text in sources.items():
         path = root / rel

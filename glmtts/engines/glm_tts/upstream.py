@@ -220,11 +220,30 @@ class Checkout:
         state = _STATES.get(self._root)
         if state is not None and state.users > 0:
             return
-        for name, module in list(sys.modules.items()):
-            if module is not None and _is_under(module, self._root):
-                del sys.modules[name]
-        sys.path_importer_cache.pop(self._root, None)
+        forget_modules(self._root)
         _STATES.pop(self._root, None)
+
+
+def modules_under(root: str | Path) -> list[str]:
+    """Names of the modules in ``sys.modules`` loaded from ``root`` (namespace packages
+    included), children before parents."""
+    root = str(root)
+    names = [name for name, module in list(sys.modules.items())
+             if module is not None and _is_under(module, root)]
+    return sorted(names, key=lambda name: (-name.count("."), name))
+
+
+def forget_modules(root: str | Path) -> int:
+    """Remove every module loaded from ``root`` from ``sys.modules``; return how many.
+
+    The whole set is decided first, while every parent package is still present (a namespace
+    subpackage reads its parent to list its own path), then children go before parents. Never
+    raises for a module that is already gone."""
+    names = modules_under(root)
+    for name in names:
+        sys.modules.pop(name, None)
+    sys.path_importer_cache.pop(str(root), None)
+    return len(names)
 
 
 def loaded_checkouts() -> dict[str, int]:
