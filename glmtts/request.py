@@ -126,6 +126,28 @@ class SynthesisRequest:
         if self.reference_audio is not None:
             object.__setattr__(self, "reference_audio", Path(self.reference_audio))
 
+    def to_dict(self) -> dict[str, Any]:
+        """The request as JSON values (what an engine worker receives); see :meth:`from_dict`."""
+        return {
+            "text": self.text, "voice": self.voice,
+            "reference_audio": str(self.reference_audio) if self.reference_audio else None,
+            "reference_text": self.reference_text, "sample_rate": self.sample_rate,
+            "use_kv_cache": self.use_kv_cache, "seed": self.seed,
+            "sampling_method": self.sampling_method, "speed": self.speed,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SynthesisRequest:
+        """A request from :meth:`to_dict`'s output, validated again.
+
+        Raises:
+            InvalidRequestError: a field is unknown or invalid.
+        """
+        unknown = sorted(set(data) - {f for f in cls.__dataclass_fields__ if f != "notes"})
+        if unknown:
+            raise InvalidRequestError(unknown[0], f"unknown request field {unknown[0]!r}")
+        return cls(**data)
+
     def features(self) -> dict[str, Any]:
         """Generic features of this request for memory records and the policy."""
         return {

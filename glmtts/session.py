@@ -19,12 +19,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from glmtts.device import resolve_device
 from glmtts.engines import DEFAULT_ENGINE, create_engine
 from glmtts.engines.base import Engine
-from glmtts.errors import OutOfMemoryError
+from glmtts.errors import OutOfMemoryError, WorkerError, is_out_of_memory
 from glmtts.request import SynthesisRequest, SynthesisResult
-from monitoring import Sampler, Store, Tracker, cleanup, is_out_of_memory, take_snapshot
+from glmtts.worker.engine import WorkerEngine, isolated_by_default
+from monitoring import Probes, Sampler, Store, Tracker, cleanup, default_probes
 from monitoring.cleanup import CleanupResult
 from monitoring.policy import (
     HistoryEvent,
@@ -67,6 +67,7 @@ class LoadedModel:
     voice: str | None
     device: str
     weights_bytes: int | None
+    worker_pid: int | None = None
 
 
 def loaded_models() -> list[LoadedModel]:
@@ -78,7 +79,8 @@ def loaded_models() -> list[LoadedModel]:
         engine = s.engine
         if engine.loaded and engine.device is not None:
             out.append(LoadedModel(s.label, engine.name, getattr(engine, "voice_name", None),
-                                   engine.device, engine.model_bytes()))
+                                   engine.device, engine.model_bytes(),
+                                   getattr(engine, "pid", None)))
     return out
 
 
@@ -122,6 +124,14 @@ class SynthesisSession:
         label: Name of this session in tables and the registry.
         policy_mode: ``advise`` (recommend only), ``auto`` (run a required cleanup before the
             synthesis, recorded) or ``off``.
+        isolate: Run the engine in a worker process (:mod:`glmtts.worker`); None: the
+            engine's default (glm-tts runs in a worker, the others in this process).
+        python: The worker's interpreter (None: ``$GLMTTS_PYTHON``, then the checkout's
+            ``.venv``, then this one).
+
+    With an engine in a worker, every record measures the worker: its host RSS and NVML
+    figures by PID, its torch allocator over the protocol; :attr:`worker_sampler` samples it
+    live (10 Hz) for the timeline.
     """
 
     #: Events kept in memory for the policy (the store keeps them all).
@@ -130,10 +140,13 @@ class SynthesisSession:
     def __init__(self, engine: str = DEFAULT_ENGINE, *,
                  engine_options: dict[str, Any] | None = None, device: str = "auto",
                  store: Store | None = None, sampler: Sampler | None = None,
-                 label: str | None = None, policy_mode: str = "advise") -> None:
+                 label: str | None = None, policy_mode: str = "advise",
+                 isolate: bool | None = None, python: str | None = None) -> None:
         self.engine_name = engine
         self.engine_options = dict(engine_options or {})
-        self.engine: Engine = create_engine(engine, **self.engine_options)
+        self.isolate = isolate
+        self.python = python
+        self.engine: Engine = self._build(engine, self.engine_options)
         self.device = device
         self.store = store
         self.sampler = sampler
@@ -142,7 +155,8 @@ class SynthesisSession:
             session_id = store.start_session(label, engine=engine, device=device)
         self.session_id = session_id
         self.label = label or (session_id[:8] if session_id else f"session-{id(self):x}")
-        self.tracker = Tracker(sampler=sampler, store=store, session_id=session_id)
+        self.worker_sampler: Sampler | None = None
+        self.tracker = self._tracker_for(self.engine)
         self.synthesis_count = 0
         self.last: SynthesisOutcome | None = None
         self.last_cleanup: CleanupResult | None = None
@@ -152,19 +166,53 @@ class SynthesisSession:
             _REGISTRY.add(self)
 
     # ----------------------------------------------------------------- model life
+    def _build(self, engine: str, options: dict[str, Any]) -> Engine:
+        isolate = self.isolate if self.isolate is not None else isolated_by_default(engine)
+        if isolate:
+            return WorkerEngine(engine, options, python=self.python)
+        return create_engine(engine, **options)
+
+    def _tracker_for(self, engine: Engine) -> Tracker:
+        """A tracker that measures the process holding ``engine``'s model (a worker's own
+        probes and live sampler for an isolated engine)."""
+        if self.worker_sampler is not None:
+            self.worker_sampler.stop()
+            self.worker_sampler = None
+        if not isinstance(engine, WorkerEngine):
+            return Tracker(sampler=self.sampler, store=self.store, session_id=self.session_id)
+        probes = Probes(nvml=default_probes().nvml, pid=lambda: engine.pid,
+                        allocator=engine.allocator())
+        if self.sampler is not None:
+            self.worker_sampler = Sampler(probes, interval_s=self.sampler.interval_s,
+                                          maxlen=self.sampler.maxlen).start()
+        return Tracker(probes, sampler=self.worker_sampler, store=self.store,
+                       session_id=self.session_id)
+
     @property
     def loaded(self) -> bool:
         return self.engine.loaded
 
+    @property
+    def isolated(self) -> bool:
+        """Whether the model runs in a worker process."""
+        return self.engine.isolated
+
     def ensure_loaded(self) -> EventRecord | None:
-        """Load the model if it is not loaded; return the measured load event, if one ran."""
+        """Load the model if it is not loaded; return the measured load event, if one ran.
+
+        For an engine in a worker, the event includes starting the worker when none runs
+        (``worker_start_s``): after a restart that is part of what coming back costs."""
         if self.engine.loaded:
             return None
-        target = resolve_device(self.device)
+        target = self.engine.resolve_device(self.device)
         with self.tracker.track("load", f"load {self.engine_name} on {target}",
                                 engine=self.engine_name, device=target) as handle:
             self.engine.load(target)
             handle.set(weights_bytes=self.engine.model_bytes())
+            if isinstance(self.engine, WorkerEngine):
+                start = self.engine.pop_start_s()
+                handle.set(worker_pid=self.engine.pid, worker_python=self.engine.python,
+                           worker_start_s=None if start is None else round(start, 4))
         self._remember(handle.record)
         return handle.record
 
@@ -187,16 +235,17 @@ class SynthesisSession:
     def switch_engine(self, engine: str, engine_options: dict[str, Any] | None = None) -> None:
         """Use another engine or voice from now on (the current model is dropped, unmeasured;
         use :meth:`cleanup` first to measure what that frees)."""
-        new = create_engine(engine, **dict(engine_options or {}))
-        self.engine.unload()
+        new = self._build(engine, dict(engine_options or {}))
+        self.engine.close()
         self.engine = new
         self.engine_name = engine
         self.engine_options = dict(engine_options or {})
+        self.tracker = self._tracker_for(new)
 
     # ----------------------------------------------------------------- synthesis
     @contextmanager
     def _device_turn(self) -> Iterator[float]:
-        device = self.engine.device or resolve_device(self.device)
+        device = self.engine.device or self.engine.resolve_device(self.device)
         lock = device_lock(device)
         t0 = time.perf_counter()
         with lock:
@@ -212,10 +261,17 @@ class SynthesisSession:
         handle = self.tracker.track("synthesis", label, **features)
         try:
             with handle:
-                result = self.engine.synthesize(request)
+                try:
+                    result = self.engine.synthesize(request)
+                except WorkerError as exc:  # recorded with its outcome; the next call starts
+                    handle.set(outcome=exc.outcome)  # a fresh worker
+                    raise
                 handle.set(audio_s=round(result.duration_s, 4), wall_s=round(result.wall_s, 4),
                            rtf=result.rtf, seed=result.metadata.get("seed"),
                            sample_rate=result.sample_rate, timings=result.timings)
+                worker = result.metadata.get("worker")
+                if worker:
+                    handle.set(worker_pid=worker.get("pid"))
         except (MemoryError, RuntimeError) as exc:
             self._remember(handle.record)
             if not is_out_of_memory(exc):
@@ -297,25 +353,22 @@ class SynthesisSession:
         caps = self.engine.capabilities
         return PendingRequest.from_features(
             {**request.features(), "engine": self.engine_name},
-            device=self.engine.device or resolve_device(self.device),
+            device=self.engine.device or self.engine.resolve_device(self.device),
             sample_rate=request.sample_rate or caps.native_sample_rate)
 
     def policy_settings(self) -> PolicySettings:
-        """Policy settings for this engine: Piper keeps no cache keyed by sample rate (its
-        resampling kernels are keyed by the rates), so only an engine or voice change counts."""
-        invalidating = (("engine", "voice") if self.engine_name == "piper"
-                        else PolicySettings.cache_invalidating_features)
-        return PolicySettings(mode=self.policy_mode, cache_invalidating_features=invalidating)
+        """Policy settings for this engine: which switches make its state stale, as its
+        capabilities declare, and whether a restart is possible (an engine in a worker)."""
+        rules = tuple((name, level, why) for name, (level, why)
+                      in self.engine.capabilities.invalidates.items())
+        return PolicySettings(mode=self.policy_mode, switch_rules=rules,
+                              restart_available=self.engine.isolated)
 
     def recommend(self, request: SynthesisRequest | None = None, *, record: bool = True
                   ) -> Recommendation:
         """What the policy advises before ``request`` (or now), from a fresh snapshot and this
         session's history; an advised or required recommendation is recorded in the store."""
-        import sys
-
-        torch = sys.modules.get("torch")
-        cuda = torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized()
-        snapshot = take_snapshot(releasable=cuda)
+        snapshot = self.snapshot(releasable=True)
         pending = self.pending(request) if request is not None else None
         rec = recommend(snapshot, self.history, pending, self.policy_settings())
         if record and rec.urgency != "info" and self.store is not None:
@@ -323,22 +376,55 @@ class SynthesisSession:
                                  session_id=self.session_id, features=rec.to_features())
         return rec
 
+    def snapshot(self, *, releasable: bool = False) -> Any:
+        """Every probe of the process that holds the model, now (a worker's for an isolated
+        engine). ``releasable`` walks the CUDA allocator's segments only where CUDA is in
+        use."""
+        probes = self.tracker.probes
+        if releasable and probes.allocator.unavailable_reason is not None:
+            releasable = False
+        if releasable and not isinstance(self.engine, WorkerEngine):
+            import sys
+
+            torch = sys.modules.get("torch")
+            releasable = torch is not None and torch.cuda.is_initialized()
+        return probes.snapshot(releasable=releasable)
+
     # ----------------------------------------------------------------- cleanup
+    #: Cleanup levels, cheapest first (``restart``: engines in a worker only).
+    LEVELS = ("light", "full", "restart")
+
     def cleanup(self, level: str = "full") -> CleanupResult:
         """Free memory and measure it.
 
-        ``light``: gc, ``torch.cuda.empty_cache()``, ``malloc_trim``; the model stays.
-        ``full``: drop this session's model and engine caches, then the light steps; the next
-        synthesis reloads.
+        ``light``: gc, ``torch.cuda.empty_cache()``, ``malloc_trim`` in the process that
+        holds the model; the model stays.
+        ``full``: drop this session's model and engine caches (for GLM-TTS also upstream's
+        modules and its mel/window caches), then the light steps; the next synthesis reloads.
+        ``restart``: end the engine's worker process, which frees everything it held (the
+        CUDA context and what only NVML sees included); the next synthesis starts a fresh
+        worker and reloads.
+
+        Raises:
+            ValueError: an unknown level, or ``restart`` for an engine in this process.
         """
-        if level not in ("light", "full"):
-            raise ValueError(f"cleanup level must be 'light' or 'full', not {level!r}")
+        if level not in self.LEVELS:
+            raise ValueError(f"cleanup level must be one of {', '.join(self.LEVELS)}, "
+                             f"not {level!r}")
+        if level == "restart" and not self.isolated:
+            raise ValueError("a restart ends an engine worker, and this engine runs in the "
+                             "app's own process: run it isolated (in a worker) to restart it")
         with self._device_turn():
             return self._cleanup_unlocked(level)
 
     def _cleanup_unlocked(self, level: str) -> CleanupResult:
-        if level == "full":
-            result = cleanup.full(self.engine.unload, tracker=self.tracker)
+        engine = self.engine
+        if isinstance(engine, WorkerEngine):
+            action = engine.restart if level == "restart" else (
+                lambda: engine.cleanup(level))
+            result = cleanup.measured(level, action, self.tracker)
+        elif level == "full":
+            result = cleanup.full(engine.unload, tracker=self.tracker)
         else:
             result = cleanup.light(tracker=self.tracker)
         self._remember(result.event)
@@ -346,7 +432,10 @@ class SynthesisSession:
         return result
 
     def close(self) -> None:
-        """Drop the model and leave the registry."""
-        self.engine.unload()
+        """Drop the model (and end its worker), stop the worker's sampler, leave the
+        registry."""
+        self.engine.close()
+        if self.worker_sampler is not None:
+            self.worker_sampler.stop()
         with _REGISTRY_GUARD:
             _REGISTRY.discard(self)

@@ -1,7 +1,8 @@
 """Memory observability for one process: probes, live sampler, per-event tracker, event store.
 
-Knows nothing of TTS or Streamlit. Importing it loads neither torch, pynvml nor pandas: NVML is
-started on the first read, torch is only read if the process imported it, pandas only for queries.
+Knows nothing of TTS or Streamlit. Importing it loads neither torch, pynvml nor pandas (nor its
+own modules until a name is used): NVML is started on the first read, torch is only read if the
+process imported it, pandas only for queries.
 
 Typical use::
 
@@ -15,36 +16,60 @@ Typical use::
     print(t.record.breakdown.torch_reserved.retained_bytes)
 """
 
-from monitoring import cleanup
-from monitoring.cleanup import CleanupResult
-from monitoring.errors import (
-    CudaUnavailableError,
-    MonitoringError,
-    NvmlUnavailableError,
-    ProbeReadError,
-    ProbeUnavailableError,
-    StoreCorruptError,
-    StoreError,
-    StoreLockedError,
-    StoreReadOnlyError,
-    StoreSchemaError,
-)
-from monitoring.host import HostProbe
-from monitoring.nvml import NvmlProbe
-from monitoring.probes import PeakReset, Probes, default_probes, take_snapshot
-from monitoring.records import (
-    EVENT_KINDS,
-    Breakdown,
-    Change,
-    EventRecord,
-    Peaks,
-    is_out_of_memory,
-)
-from monitoring.sampler import Marker, Sampler, WindowPeaks
-from monitoring.snapshot import GpuMemory, Snapshot
-from monitoring.store import Store, default_db_path, open_store
-from monitoring.torch_allocator import TorchAllocatorProbe
-from monitoring.tracker import Tracker, TrackHandle
+import importlib
+from typing import Any
+
+#: Public name -> the module that defines it. Imported on first use (PEP 562), so that
+#: ``import monitoring.release`` or ``monitoring.torch_allocator`` alone stays light: an engine
+#: worker under another interpreter imports just those two.
+_WHERE = {
+    "Breakdown": "monitoring.records",
+    "Change": "monitoring.records",
+    "CleanupResult": "monitoring.cleanup",
+    "CudaUnavailableError": "monitoring.errors",
+    "EVENT_KINDS": "monitoring.records",
+    "EventRecord": "monitoring.records",
+    "GpuMemory": "monitoring.snapshot",
+    "HostProbe": "monitoring.host",
+    "Marker": "monitoring.sampler",
+    "MonitoringError": "monitoring.errors",
+    "NvmlProbe": "monitoring.nvml",
+    "NvmlUnavailableError": "monitoring.errors",
+    "PeakReset": "monitoring.probes",
+    "Peaks": "monitoring.records",
+    "ProbeReadError": "monitoring.errors",
+    "ProbeUnavailableError": "monitoring.errors",
+    "Probes": "monitoring.probes",
+    "Sampler": "monitoring.sampler",
+    "Snapshot": "monitoring.snapshot",
+    "Store": "monitoring.store",
+    "StoreCorruptError": "monitoring.errors",
+    "StoreError": "monitoring.errors",
+    "StoreLockedError": "monitoring.errors",
+    "StoreReadOnlyError": "monitoring.errors",
+    "StoreSchemaError": "monitoring.errors",
+    "TorchAllocatorProbe": "monitoring.torch_allocator",
+    "TrackHandle": "monitoring.tracker",
+    "Tracker": "monitoring.tracker",
+    "WindowPeaks": "monitoring.sampler",
+    "cleanup": "monitoring.cleanup",
+    "default_db_path": "monitoring.store",
+    "default_probes": "monitoring.probes",
+    "is_out_of_memory": "monitoring.records",
+    "open_store": "monitoring.store",
+    "take_snapshot": "monitoring.probes",
+}
+
+
+def __getattr__(name: str) -> Any:
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module 'monitoring' has no attribute {name!r}")
+    module = importlib.import_module(where)
+    value = module if where == f"monitoring.{name}" else getattr(module, name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "EVENT_KINDS",

@@ -4,6 +4,9 @@
   ``malloc_trim(0)`` on Linux (glibc keeps freed small blocks; RSS drops only after a trim).
   Models stay loaded.
 - :func:`full`: the caller's ``release()`` (drop the model and the engine's caches), then light.
+- :func:`measured`: any other action, e.g. one that runs in another process (an engine worker's
+  light or full cleanup, or ending the worker: *restart*); the tracker's probes then watch that
+  process, and the action returns what its steps did.
 
 Each runs inside :meth:`Tracker.track` as a ``cleanup`` event, so it is stored and marked like
 any other event when the tracker has a store and a sampler.
@@ -11,15 +14,12 @@ any other event when the tracker has a store and a sampler.
 
 from __future__ import annotations
 
-import ctypes
-import functools
-import gc
 import logging
-import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from monitoring.records import EventRecord
+from monitoring.release import light_steps, malloc_trim
 from monitoring.tracker import Tracker
 
 if TYPE_CHECKING:
@@ -37,19 +37,22 @@ class CleanupResult:
     """What one cleanup did.
 
     Attributes:
-        level: ``"light"`` or ``"full"``.
+        level: ``"light"``, ``"full"`` or ``"restart"``.
         event: The tracked ``cleanup`` event (before/after snapshots, duration, peaks).
-        gc_collected: Objects ``gc.collect()`` found unreachable.
+        gc_collected: Objects ``gc.collect()`` found unreachable (None: no gc ran, e.g. a
+            restart).
         empty_cache_called: Whether ``torch.cuda.empty_cache()`` ran (only where CUDA is in use).
         malloc_trimmed: ``malloc_trim(0)``'s answer (True: memory went back to the OS), or None
-            where there is no glibc.
+            where there is no glibc or no trim ran.
+        details: Further facts the action reported (e.g. the PID of the process it ran in).
     """
 
     level: str
     event: EventRecord
-    gc_collected: int
+    gc_collected: int | None
     empty_cache_called: bool
     malloc_trimmed: bool | None
+    details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def duration_s(self) -> float:
@@ -90,53 +93,44 @@ class CleanupResult:
         return self.event.before.torch_releasable_bytes
 
 
-@functools.cache
-def _glibc() -> Any:
-    """glibc loaded through ctypes (once), or None where there is none."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError as err:
-        _log.info("no glibc, so no malloc_trim: %s", err)
-        return None
-    return libc if hasattr(libc, "malloc_trim") else None
+_STEPS = ("gc_collected", "empty_cache_called", "malloc_trimmed")
 
 
-def malloc_trim() -> bool | None:
-    """Ask glibc to return free heap memory to the OS; None where there is no glibc."""
-    libc = _glibc()
-    return None if libc is None else bool(libc.malloc_trim(0))
+def measured(
+    level: str, action: Callable[[], dict[str, Any]], tracker: Tracker | None = None
+) -> CleanupResult:
+    """Run ``action`` as a tracked ``cleanup`` event of ``level``.
 
-
-def _empty_cache() -> bool:
-    torch = sys.modules.get("torch")
-    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
-        return False
-    torch.cuda.empty_cache()
-    return True
-
-
-def _light_steps() -> dict[str, Any]:
-    collected = gc.collect()
-    return {
-        "gc_collected": collected,
-        "empty_cache_called": _empty_cache(),
-        "malloc_trimmed": malloc_trim(),
-    }
+    Args:
+        level: Name of the level (``light``, ``full``, ``restart``...).
+        action: Does the work and returns what it did: any of ``gc_collected``,
+            ``empty_cache_called``, ``malloc_trimmed`` plus further details (JSON values).
+        tracker: Records the event; its probes must watch the process the action frees.
+    """
+    tracker = tracker if tracker is not None else Tracker()
+    with tracker.track("cleanup", level, releasable=True, level=level) as handle:
+        done = dict(action())
+        handle.set(**done)
+    assert handle.record is not None
+    return CleanupResult(
+        level=level,
+        event=handle.record,
+        gc_collected=done.pop("gc_collected", None),
+        empty_cache_called=bool(done.pop("empty_cache_called", False)),
+        malloc_trimmed=done.pop("malloc_trimmed", None),
+        details=done,
+    )
 
 
 def _run(
     level: str, release: Callable[[], object] | None, tracker: Tracker | None
 ) -> CleanupResult:
-    tracker = tracker if tracker is not None else Tracker()
-    with tracker.track("cleanup", level, releasable=True, level=level) as handle:
+    def action() -> dict[str, Any]:
         if release is not None:
             release()
-        steps = _light_steps()
-        handle.set(**steps)
-    assert handle.record is not None
-    return CleanupResult(level=level, event=handle.record, **steps)
+        return light_steps()
+
+    return measured(level, action, tracker)
 
 
 def light(*, tracker: Tracker | None = None) -> CleanupResult:
@@ -158,3 +152,6 @@ def full(release: Callable[[], object], *, tracker: Tracker | None = None) -> Cl
         tracker: Records the cleanup event; a bare one by default.
     """
     return _run("full", release, tracker)
+
+
+__all__ = ["CleanupResult", "full", "light", "malloc_trim", "measured"]

@@ -1,4 +1,8 @@
-"""Host probe: this process's resident memory (RSS), its peak, and the machine's available RAM.
+"""Host probe: a process's resident memory (RSS), its peak, and the machine's available RAM.
+
+By default the process is this one; give a PID (or a callable returning the current PID, None
+while the process is not running) to watch another process of the same user, e.g. an engine
+worker. A watched process that is not running holds nothing: its RSS and peak read 0.
 
 torch has no CPU allocator statistics, so host memory is read from the operating system: RSS via
 psutil (one reused ``Process`` object, ~16 us a call), the peak from Linux ``/proc/self/status``
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -19,45 +24,71 @@ from monitoring._logonce import LogOnce
 
 _log = logging.getLogger(__name__)
 
-_STATUS = Path("/proc/self/status")
-_CLEAR_REFS = Path("/proc/self/clear_refs")
+_PROC = Path("/proc")
 
 
 class HostProbe:
-    """Reads host memory of the current process. Safe to share between threads."""
+    """Reads host memory of one process (this one by default). Safe to share between threads.
 
-    def __init__(self) -> None:
-        self._pid = os.getpid()
-        self._process = psutil.Process(self._pid)
+    Args:
+        pid: None for this process; a PID, or a callable returning the PID of the process to
+            watch now (None: it is not running).
+    """
+
+    def __init__(self, pid: int | Callable[[], int | None] | None = None) -> None:
+        self._target = pid
+        self._pid: int | None = os.getpid() if pid is None else None
+        self._process: psutil.Process | None = None
         self._peak_resettable: bool | None = None
         self._once = LogOnce(_log)
+
+    @property
+    def pid(self) -> int | None:
+        """The PID read now; None when a watched process is not running."""
+        if self._target is None:
+            return os.getpid()
+        return self._target() if callable(self._target) else self._target
+
+    def _proc(self, name: str) -> Path:
+        return _PROC / ("self" if self._target is None else str(self.pid)) / name
 
     @property
     def peak_resettable(self) -> bool | None:
         """Whether :meth:`reset_peak` works here; None until it was first tried."""
         return self._peak_resettable
 
-    def _current_process(self) -> psutil.Process:
-        if os.getpid() != self._pid:  # forked: the cached Process describes the parent
-            self._pid = os.getpid()
-            self._process = psutil.Process(self._pid)
+    def _current_process(self) -> psutil.Process | None:
+        pid = self.pid  # after a fork (or a worker restart) the cached Process is another one
+        if pid is None:
+            return None
+        if pid != self._pid or self._process is None:
+            self._pid, self._process = pid, psutil.Process(pid)
         return self._process
 
     def rss_bytes(self) -> int | None:
-        """Host: this process's resident set size now, or None if the OS refuses (logged once)."""
+        """Host: the process's resident set size now; 0 for a watched process that is not
+        running; None if the OS refuses (logged once)."""
         try:
-            return int(self._current_process().memory_info().rss)
+            process = self._current_process()
+            return 0 if process is None else int(process.memory_info().rss)
+        except psutil.NoSuchProcess:
+            return 0 if self._target is not None else None
         except psutil.Error as err:
-            self._once.log("rss", logging.WARNING, "cannot read this process's RSS: %s", err)
+            self._once.log("rss", logging.WARNING, "cannot read the RSS of pid %s: %s",
+                           self._pid, err)
             return None
 
     def peak_rss_bytes(self) -> int | None:
         """Host: peak RSS (``VmHWM``) since process start or the last :meth:`reset_peak`.
 
-        None where there is no ``/proc`` (not Linux).
+        None where there is no ``/proc`` (not Linux); 0 for a watched process that is not running.
         """
+        if self._target is not None and self.pid is None:
+            return 0
         try:
-            status = _STATUS.read_bytes()
+            status = self._proc("status").read_bytes()
+        except FileNotFoundError:
+            return 0 if self._target is not None else None
         except OSError as err:
             self._once.log("hwm", logging.INFO, "no peak RSS on this system: %s", err)
             return None
@@ -75,9 +106,16 @@ class HostProbe:
         """
         if self._peak_resettable is False:
             return False
+        if self._target is not None and self.pid is None:
+            return True  # nothing running: its peak (0) counts from now
         try:
-            with _CLEAR_REFS.open("wb", buffering=0) as refs:
+            with self._proc("clear_refs").open("wb", buffering=0) as refs:
                 refs.write(b"5")
+        except FileNotFoundError:
+            if self._target is not None:
+                return True  # the watched process just ended: it holds nothing
+            self._peak_resettable = False
+            return False
         except OSError as err:
             self._peak_resettable = False
             _log.info("peak RSS cannot be reset here, so it counts from process start: %s", err)

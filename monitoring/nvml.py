@@ -143,8 +143,9 @@ class NvmlProbe:
         name = _text(nv.nvmlDeviceGetName(handle))
         return _Device(index, handle, name, uuid, use_v2=hasattr(nv, "nvmlMemory_v2"))
 
-    def read(self) -> tuple[GpuMemory, ...]:
-        """Read every GPU now (explicit call).
+    def read(self, pid: int | None = None) -> tuple[GpuMemory, ...]:
+        """Read every GPU now (explicit call); the per-process figures are those of ``pid``
+        (default: this process; a worker process's PID for an engine run in a worker).
 
         Raises:
             NvmlUnavailableError: NVML cannot be used here (reason in ``.reason``).
@@ -154,13 +155,13 @@ class NvmlProbe:
         nv = self._nv
         if nv is None:
             raise NvmlUnavailableError(self._unavailable or "NVML is not started")
-        pid = os.getpid()
+        pid = os.getpid() if pid is None else pid
         try:
             return tuple(self._read_device(nv, device, pid) for device in self._devices)
         except nv.NVMLError as err:
             raise ProbeReadError(explain(nv, err, "NVML read")) from err
 
-    def try_read(self) -> tuple[GpuMemory, ...] | None:
+    def try_read(self, pid: int | None = None) -> tuple[GpuMemory, ...] | None:
         """Read every GPU for a background reader: None when NVML is unavailable or fails.
 
         A failure is logged once per outage (again only after a read succeeded in between).
@@ -168,7 +169,7 @@ class NvmlProbe:
         if self.unavailable_reason is not None:
             return None
         try:
-            gpus = self.read()
+            gpus = self.read(pid)
         except ProbeReadError as err:
             self._last_error = str(err)
             self._once.log("read", logging.WARNING, "NVML read failed, GPU figures None: %s", err)

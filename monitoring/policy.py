@@ -53,8 +53,9 @@ from monitoring.snapshot import Snapshot
 MiB = 1 << 20
 GiB = 1 << 30
 
-ACTIONS = ("none", "light", "full")
-"""Cleanup actions, cheapest first."""
+ACTIONS = ("none", "light", "full", "restart")
+"""Cleanup actions, cheapest first (``restart``: end the process that holds the model, for
+models run in a worker process; only it frees the CUDA context and what only NVML sees)."""
 URGENCIES = ("info", "advised", "required")
 """Urgencies, weakest first."""
 MODES = ("advise", "auto", "off")
@@ -73,6 +74,8 @@ RULES = (
     "fragmentation",
     "fragmentation.retries",
     "switch",
+    "restart.non_torch",
+    "restart.oom",
     "cost.not_needed",
     "policy.off",
 )
@@ -130,8 +133,13 @@ class PolicySettings:
         fit_window: Newest syntheses of the configuration the fit uses.
         config_features: Features that select a configuration (fit and leak trend). A None value
             in the pending request matches any recorded value.
-        cache_invalidating_features: Features whose change since the last synthesis invalidates
-            engine caches, so a full cleanup (cache reset) is required first.
+        switch_rules: ``(feature, action, why)`` for each feature whose change since the last
+            synthesis makes state the model's process holds stale: ``action`` ``full`` or
+            ``restart`` is then required first, ``light`` advised, ``none`` only noted (the
+            engine handles the switch itself). Engines declare these in their capabilities;
+            the defaults are for an engine that declares nothing.
+        restart_available: Whether the model runs in a process that can be restarted (an
+            engine worker): enables the ``restart`` rules.
         reuses_cache: Whether the allocator reuses its cache before failing (PyTorch's does), so
             cached bytes count as room for the request and a light cleanup adds none.
         cpu_censor_bytes: A CPU synthesis whose peak RSS rose less than this above its start was
@@ -164,9 +172,9 @@ class PolicySettings:
     config_features: tuple[str, ...] = (
         "engine", "device", "sample_rate", "use_kv_cache", "voice", "reference_audio",
     )
-    cache_invalidating_features: tuple[str, ...] = (
-        "sample_rate", "engine", "voice", "reference_audio",
-    )
+    switch_rules: tuple[tuple[str, str, str], ...] = tuple(
+        (name, "full", why) for name, why in _SWITCH_WHY.items())
+    restart_available: bool = False
     reuses_cache: bool = True
     cpu_censor_bytes: int = 4 * MiB
     leak_window: int = 8
@@ -864,25 +872,72 @@ def _context(snapshot: Snapshot, history: Sequence[HistoryEvent], pending: Pendi
 
 
 def _rule_switch(ctx: _Context) -> list[Reason]:
-    """A cache-invalidating feature changed since the last synthesis the model served."""
+    """A feature changed since the last synthesis the model served whose change the engine
+    declared to make its state stale (``switch_rules``)."""
     if ctx.pending is None or not ctx.loaded:
         return []
     last = next((e for e in reversed(ctx.since_load) if e.kind == "synthesis"), None)
     if last is None:
         return []
     wanted = ctx.pending.features()
-    changes = [(name, last.features.get(name), wanted.get(name))
-               for name in ctx.settings.cache_invalidating_features
-               if wanted.get(name) is not None and last.features.get(name) is not None
-               and wanted.get(name) != last.features.get(name)]
-    if not changes:
+    reasons = []
+    for name, action, why in ctx.settings.switch_rules:
+        old, new = last.features.get(name), wanted.get(name)
+        if old is None or new is None or old == new:
+            continue
+        if action == "restart" and not ctx.settings.restart_available:
+            action = "full"
+        what = f"{name} changes {old} → {new} since the last synthesis: {why}"
+        if action == "none":
+            reasons.append(Reason("switch", "none", "info", f"{what}; nothing to clean."))
+        elif action == "light":
+            reasons.append(Reason("switch", "light", "advised",
+                                  f"{what}. A light cleanup returns what the old one cached."))
+        else:
+            cost = ctx.cost_text() if action == "full" else "the worker restarts and reloads"
+            reasons.append(Reason("switch", action, "required",
+                                  f"{what}. Reset the engine's state with a {action} cleanup "
+                                  f"({cost})."))
+    return reasons
+
+
+def _series_since_load(ctx: _Context) -> list[HistoryEvent]:
+    return [e for e in ctx.since_load if e.kind == "synthesis" and e.ok]
+
+
+def _rule_restart(ctx: _Context) -> list[Reason]:
+    """Memory only a restart frees: non-torch GPU memory (NVML process minus torch reserved)
+    that keeps growing across syntheses, or an out-of-memory error that a full cleanup did not
+    cure."""
+    if not ctx.settings.restart_available:
         return []
-    what = "; ".join(
-        f"{name} changes {old} → {new} since the last synthesis: "
-        f"{_SWITCH_WHY.get(name, 'the engine caches built for the previous value')}"
-        for name, old, new in changes)
-    return [Reason("switch", "full", "required",
-                   f"{what}. Reset the engine's caches with a full cleanup ({ctx.cost_text()}).")]
+    reasons = []
+    levels = [e.nvml_process.after_bytes - e.torch_reserved.after_bytes
+              for e in _series_since_load(ctx)
+              if e.nvml_process.after_bytes is not None
+              and e.torch_reserved.after_bytes is not None]
+    steps = [b - a for a, b in itertools.pairwise(levels)][-ctx.settings.leak_window:]
+    if len(steps) >= ctx.settings.leak_min_steps:
+        slope = statistics.median(steps)
+        rising = sum(step > 0 for step in steps) / len(steps)
+        if slope >= ctx.settings.leak_slope_bytes and rising >= ctx.settings.leak_rising_fraction:
+            reasons.append(Reason(
+                "restart.non_torch", "restart", "advised",
+                f"GPU memory outside PyTorch's allocator (NVML process minus torch reserved: "
+                f"CUDA context, ONNX Runtime, cuDNN workspaces) rose {fmt_bytes(slope)} per "
+                f"synthesis over the last {len(steps)}, to {fmt_bytes(levels[-1])}; no cleanup "
+                f"inside the process frees it: restart the worker."))
+    kinds = [(e.kind, e.oom, e.features.get("level")) for e in ctx.history
+             if e.kind in ("synthesis", "cleanup")][-3:]
+    if (len(kinds) == 3 and kinds[0][:2] == ("synthesis", True)
+            and kinds[1][0] == "cleanup" and kinds[1][2] == "full"
+            and kinds[2][:2] == ("synthesis", True)):
+        reasons.append(Reason(
+            "restart.oom", "restart", "advised",
+            "the last synthesis ran out of memory again after a full cleanup: what is left "
+            "is held outside the model (CUDA context, other libraries); a restart of the "
+            "worker frees all of it."))
+    return reasons
 
 
 def _rule_headroom(ctx: _Context) -> list[Reason]:
@@ -1194,6 +1249,6 @@ def recommend(snapshot: Snapshot, history: Sequence[HistoryEvent],
         return Recommendation("none", "info", (Reason("policy.off", "none", "info",
                                                       "policy off"),), mode="off")
     ctx = _context(snapshot, history, pending, settings)
-    reasons = [*_rule_switch(ctx), *_rule_headroom(ctx), *_rule_leak(ctx),
+    reasons = [*_rule_switch(ctx), *_rule_restart(ctx), *_rule_headroom(ctx), *_rule_leak(ctx),
                *_rule_fragmentation(ctx), *_rule_cache(ctx)]
     return _combine(ctx, _rule_cost(ctx, reasons))

@@ -1,9 +1,17 @@
-"""All probes of this process read together into one :class:`~monitoring.snapshot.Snapshot`."""
+"""All probes of a process read together into one :class:`~monitoring.snapshot.Snapshot`.
+
+The process is this one by default. :class:`Probes` can instead watch another process (an
+engine worker): its host RSS and peak by PID, NVML's per-process figure for that PID, and torch
+allocator figures from an object that asks that process (same interface as
+:class:`~monitoring.torch_allocator.TorchAllocatorProbe`).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +46,12 @@ class Probes:
             None: the GPU torch uses (matched by UUID) once torch has initialised CUDA, else the
             first GPU. MIG partitions are not told apart.
         torch_device: CUDA device index for the allocator figures; None: torch's current device.
-        nvml: The NVML probe to use (tests pass one built on a stand-in module).
+        nvml: The NVML probe to use (tests pass one built on a stand-in module; probes of a
+            worker share the process-wide one).
+        pid: None for this process; else the PID (or a callable giving the current PID, None
+            while it is not running) of the process whose host and NVML per-process figures
+            are read.
+        allocator: Reads the torch allocator of that process (default: this process's).
     """
 
     def __init__(
@@ -47,11 +60,14 @@ class Probes:
         gpu_index: int | None = None,
         torch_device: int | None = None,
         nvml: NvmlProbe | None = None,
+        pid: int | Callable[[], int | None] | None = None,
+        allocator: Any = None,
     ) -> None:
         self.gpu_index = gpu_index
         self.nvml = nvml if nvml is not None else NvmlProbe()
-        self.allocator = TorchAllocatorProbe(torch_device)
-        self.host = HostProbe()
+        self.allocator = allocator if allocator is not None else TorchAllocatorProbe(torch_device)
+        self.host = HostProbe(pid)
+        self._watches_other = pid is not None
 
     def snapshot(
         self, *, host_peak: bool = True, system: bool = True, releasable: bool = False
@@ -95,7 +111,13 @@ class Probes:
         return fields
 
     def _nvml_fields(self) -> dict[str, Any]:
-        gpus = self.nvml.try_read()
+        pid = self.host.pid
+        if self._watches_other and pid is None:  # not running: it holds no GPU memory
+            gpus = self.nvml.try_read()
+            gpus = None if gpus is None else tuple(
+                dataclasses.replace(g, process_used_bytes=0, process_reason=None) for g in gpus)
+        else:
+            gpus = self.nvml.try_read(pid)
         if gpus is None:
             return {"nvml_reason": self.nvml.reason}
         gpu = self._watched(gpus)

@@ -26,7 +26,10 @@ def is_out_of_memory(exc: BaseException) -> bool:
     oom_type = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
     if oom_type is not None and isinstance(exc, oom_type):
         return True
-    return isinstance(exc, RuntimeError) and _CPU_OOM in str(exc)
+    if not isinstance(exc, RuntimeError):
+        return False
+    text = str(exc)  # older torch, or code that re-raises the message as a RuntimeError
+    return _CPU_OOM in text or "CUDA out of memory" in text
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,22 @@ def engine_names() -> list[str]:
 
 
 def engine_class(name: str) -> type[Engine]:
-    """The engine class registered as ``name`` (its module is imported now).
+    """The engine class registered as ``name`` (its module is imported now), or named by an
+    import path ``package.module:Class`` (an engine of your own, or a test's).
 
     Raises:
         UnknownEngineError: no engine has that name.
     """
     target = _REGISTRY.get(name)
+    if target is None and ":" in name:
+        module, _, cls = name.partition(":")
+        try:
+            found = getattr(importlib.import_module(module), cls, None)
+        except ImportError as exc:
+            raise UnknownEngineError(f"cannot import the engine {name!r}: {exc}") from None
+        if isinstance(found, type) and issubclass(found, Engine):
+            return found
+        raise UnknownEngineError(f"{name!r} is not an engine class")
     if target is None:
         raise UnknownEngineError(f"unknown engine {name!r}; available: "
                                  f"{', '.join(engine_names())}")

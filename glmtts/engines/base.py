@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import Any
 
 from glmtts.errors import EngineNotLoadedError, InvalidRequestError
 from glmtts.request import SynthesisRequest, SynthesisResult
@@ -30,6 +31,10 @@ class Capabilities:
         reasons: For each knob *not* honoured, one line saying why (shown next to the disabled
             widget).
         speech: False for engines whose audio is not speech (memory twins).
+        invalidates: For each request feature whose change between two syntheses makes state
+            the engine holds stale: ``(cleanup level, why)``, the level being ``none`` (the
+            engine handles the switch itself), ``light``, ``full`` or ``restart``. The policy
+            reads this instead of knowing engines; a feature not named needs nothing.
     """
 
     native_sample_rate: int
@@ -37,12 +42,30 @@ class Capabilities:
     honours: frozenset[str]
     reasons: dict[str, str] = field(default_factory=dict)
     speech: bool = True
+    invalidates: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def reason(self, knob: str) -> str | None:
         """Why ``knob`` is ignored, or None when it is honoured."""
         if knob in self.honours:
             return None
         return self.reasons.get(knob, "this engine ignores it")
+
+    def to_dict(self) -> dict[str, Any]:
+        """As JSON values (an engine worker sends its engine's capabilities this way)."""
+        return {"native_sample_rate": self.native_sample_rate,
+                "sample_rates": list(self.sample_rates), "honours": sorted(self.honours),
+                "reasons": dict(self.reasons), "speech": self.speech,
+                "invalidates": {k: list(v) for k, v in self.invalidates.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Capabilities:
+        """The inverse of :meth:`to_dict`."""
+        return cls(native_sample_rate=int(data["native_sample_rate"]),
+                   sample_rates=tuple(int(r) for r in data["sample_rates"]),
+                   honours=frozenset(data["honours"]), reasons=dict(data.get("reasons", {})),
+                   speech=bool(data.get("speech", True)),
+                   invalidates={k: (str(v[0]), str(v[1]))
+                                for k, v in data.get("invalidates", {}).items()})
 
 
 class Engine(ABC):
@@ -52,6 +75,8 @@ class Engine(ABC):
     """
 
     name: str = "engine"
+    #: True for an engine that runs its model in another process (:mod:`glmtts.worker`).
+    isolated: bool = False
 
     def __init__(self) -> None:
         self._device: str | None = None
@@ -83,6 +108,27 @@ class Engine(ABC):
         Checked before construction, so the UI can list the engine with the reason."""
         return None
 
+    @classmethod
+    def problem_for(cls, options: dict[str, Any]) -> str | None:
+        """Like :meth:`unavailable_reason`, for an engine built with ``options`` (an engine
+        worker asks this under its own interpreter)."""
+        return cls.unavailable_reason()
+
+    def resolve_device(self, device: str | None) -> str:
+        """The concrete device ``device`` (``auto``...) means for this engine.
+
+        Raises:
+            DeviceUnavailableError: that device does not exist here.
+        """
+        from glmtts.device import resolve_device
+
+        return resolve_device(device)
+
+    def resident_modules(self) -> int | None:
+        """How many modules of outside code the engine imported are still loaded (0 after a
+        full cleanup of an engine that removes them); None for engines that import none."""
+        return None
+
     @property
     @abstractmethod
     def capabilities(self) -> Capabilities:
@@ -104,6 +150,10 @@ class Engine(ABC):
     @abstractmethod
     def unload(self) -> None:
         """Drop every reference to the model and engine-level caches (idempotent)."""
+
+    def close(self) -> None:
+        """Release everything for good (the model; an engine worker's process too)."""
+        self.unload()
 
     @abstractmethod
     def _synthesize(self, request: SynthesisRequest) -> SynthesisResult:

@@ -500,7 +500,8 @@ def test_speaker_encoder_on_the_cpu_is_host_memory(engine: GlmTtsEngine, prompt:
 
 def test_session_loads_synthesises_and_cleans_up(home: Path, prompt: Path,
                                                  cpu_upstream: None) -> None:
-    session = SynthesisSession("glm-tts", engine_options={"home": str(home)}, device="cpu")
+    session = SynthesisSession("glm-tts", engine_options={"home": str(home)}, device="cpu",
+                               isolate=False)
     outcome = session.synthesize(req(prompt))
     assert outcome.load is not None and outcome.load.features["weights_bytes"] == (
         STANDIN_WEIGHT_BYTES)
@@ -518,6 +519,7 @@ def test_session_records_a_sample_rate_switch_as_a_load(home: Path, prompt: Path
 
     store = open_store(":memory:")
     session = SynthesisSession("glm-tts", engine_options={"home": str(home)}, device="cpu",
+                               isolate=False,
                                store=store, policy_mode="off")
     session.synthesize(req(prompt, sample_rate=24000))
     switched = session.synthesize(req(prompt, sample_rate=32000))

@@ -72,6 +72,27 @@ class Case:
 
 FULL_CLEANUP = {"kind": "cleanup", "label": "full", "duration_s": 0.31, "ok": True, "oom": False,
                 "features": {"level": "full", "gc_collected": 120, "releasable": True}}
+OOM_SYNTHESIS = {"kind": "synthesis", "label": "oom", "duration_s": 0.5, "ok": False, "oom": True,
+                 "features": {**GLM, "text_chars": 60}}
+
+
+def _non_torch_growth(count: int = 6, step: int = 96 * MiB) -> list[dict[str, Any]]:
+    """Syntheses whose torch figures stay flat while NVML's per-process figure grows: memory
+    outside PyTorch's allocator (a leaking library, CUDA context growth)."""
+    rows = []
+    for i in range(count):
+        nvml = 8_353_961_148 + (i + 1) * step
+        rows.append({"kind": "synthesis", "label": f"grow {i}", "duration_s": 4.0, "ok": True,
+                     "oom": False, "features": {**GLM, "text_chars": 45},
+                     "torch_allocated_before_bytes": 6_618_951_424,
+                     "torch_allocated_after_bytes": 6_620_000_000,
+                     "torch_reserved_before_bytes": 7_808_701_628,
+                     "torch_reserved_after_bytes": 7_808_701_628,
+                     "nvml_process_before_bytes": nvml - step, "nvml_process_after_bytes": nvml})
+    return rows
+
+
+NON_TORCH_GROWTH = _non_torch_growth()
 # The thin/rich pair: memory now such that the rich fit fits and the thin bound does not.
 THIN_NOW = {"torch_reserved_bytes": 6_621_000_000 + int(1.5 * GiB), "torch_inactive_split_bytes":
             490 * MiB, "torch_allocated_bytes": 6_621_000_000, "torch_active_bytes":
@@ -166,7 +187,24 @@ CASES = [
          append=(FULL_CLEANUP,), snapshot=AFTER_FULL),
     Case("gpu-switch-features-are-a-setting", "gpu_a10g_cache_levels",
          {**GLM, "text_chars": 60, "sample_rate": 32000}, "light", "info", absent=("switch",),
-         settings={"cache_invalidating_features": ("engine", "voice")}),
+         settings={"switch_rules": (("engine", "full", "x"), ("voice", "full", "y"))}),
+    # --- what only a restart of the worker frees
+    Case("gpu-non-torch-growth-advises-a-restart", "gpu_a10g_cache_levels",
+         {**GLM, "text_chars": 60}, "restart", "advised", present=("restart.non_torch",),
+         texts=("outside PyTorch's allocator", "restart the worker"),
+         append=tuple(NON_TORCH_GROWTH), settings={"restart_available": True}),
+    Case("gpu-non-torch-growth-in-process-says-nothing-of-restarts", "gpu_a10g_cache_levels",
+         {**GLM, "text_chars": 60}, "light", "info", absent=("restart.non_torch",),
+         append=tuple(NON_TORCH_GROWTH)),
+    Case("gpu-oom-after-a-full-cleanup-advises-a-restart", "gpu_a10g_cache_levels",
+         {**GLM, "text_chars": 60}, "restart", "advised", present=("restart.oom",),
+         texts=("ran out of memory again after a full cleanup",),
+         append=(OOM_SYNTHESIS, FULL_CLEANUP, OOM_SYNTHESIS),
+         settings={"restart_available": True}),
+    Case("gpu-declared-switch-handled-by-the-engine", "gpu_a10g_cache_levels",
+         {**GLM, "text_chars": 60, "sample_rate": 32000}, "light", "info", present=("switch",),
+         texts=("swaps the vocoder", "nothing to clean"),
+         settings={"switch_rules": (("sample_rate", "none", "the engine swaps the vocoder"),)}),
 ]
 
 

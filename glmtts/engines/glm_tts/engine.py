@@ -55,8 +55,13 @@ from glmtts.engines.glm_tts.checkout import (
     packages_problem,
 )
 from glmtts.engines.glm_tts.errors import CheckoutError, UpstreamError
-from glmtts.engines.glm_tts.upstream import Checkout, Modules
-from glmtts.errors import DeviceUnavailableError, GlmTtsError, InvalidRequestError
+from glmtts.engines.glm_tts.upstream import Checkout, Modules, modules_under
+from glmtts.errors import (
+    DeviceUnavailableError,
+    GlmTtsError,
+    InvalidRequestError,
+    is_out_of_memory,
+)
 from glmtts.reference_audio import ReferenceAudio, ReferenceAudioError, load_reference
 from glmtts.request import SynthesisRequest, SynthesisResult
 
@@ -116,11 +121,6 @@ class _Parts:
                 self.token2wav)
 
 
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
-
-
 @contextmanager
 def _step(what: str) -> Iterator[None]:
     """Turn an upstream failure into :class:`UpstreamError` naming the step; out-of-memory
@@ -130,7 +130,7 @@ def _step(what: str) -> Iterator[None]:
     except GlmTtsError:
         raise
     except Exception as exc:
-        if _is_oom(exc):
+        if is_out_of_memory(exc):
             raise
         raise UpstreamError(f"GLM-TTS failed while {what}: {type(exc).__name__}: {exc}"
                             ) from exc
@@ -233,6 +233,15 @@ class GlmTtsEngine(Engine):
                 problem = f"upstream GLM-TTS runs on CUDA only, and {cuda}"
         return problem
 
+    @classmethod
+    def problem_for(cls, options: dict[str, Any]) -> str | None:
+        return cls.unavailable_reason_for(options.get("home"))
+
+    def resident_modules(self) -> int | None:
+        """Upstream modules loaded from this checkout still in ``sys.modules`` (0 once no
+        engine in this process uses it)."""
+        return len(modules_under(self.home))
+
     @property
     def capabilities(self) -> Capabilities:
         return Capabilities(
@@ -244,6 +253,13 @@ class GlmTtsEngine(Engine):
                 "voice": "GLM-TTS clones the voice of the reference recording; it has no "
                          "named voices",
                 "speed": "upstream GLM-TTS has no speaking-rate control",
+            },
+            invalidates={
+                "sample_rate": ("none", "the engine swaps only the vocoder and resets "
+                                        "upstream's mel filter bank and Hann window itself "
+                                        "(about 0.2 s; the language model stays loaded)"),
+                "reference_audio": ("none", "the prompt's tokens and features are extracted "
+                                            "per request; nothing of the old one is kept"),
             },
         )
 
