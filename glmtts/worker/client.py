@@ -55,7 +55,15 @@ START_TIMEOUT_S = 60.0
 #: Default per-call timeouts in seconds; ``GLMTTS_WORKER_TIMEOUT`` overrides the long ones
 #: (a full-size GLM-TTS on a CPU takes minutes per synthesis).
 QUICK_TIMEOUT_S = 5.0
-LONG_TIMEOUT_S = float(os.environ.get("GLMTTS_WORKER_TIMEOUT", "1800"))
+DEFAULT_TIMEOUT_S = 1800.0
+
+
+def long_timeout_s() -> float:
+    """The wait for a load or synthesis: ``$GLMTTS_WORKER_TIMEOUT`` seconds, else 1,800."""
+    try:
+        return float(os.environ.get("GLMTTS_WORKER_TIMEOUT", DEFAULT_TIMEOUT_S))
+    except ValueError:
+        return DEFAULT_TIMEOUT_S
 _LAST_WORDS = 40
 
 
@@ -229,7 +237,7 @@ class WorkerProcess:
                     self.sock.sendall(frame)
             except OSError:
                 self._died()
-            limit = LONG_TIMEOUT_S if timeout_s is None else timeout_s
+            limit = long_timeout_s() if timeout_s is None else timeout_s
             if not slot.done.wait(limit):
                 self.kill()
                 raise WorkerTimeoutError(

@@ -154,6 +154,8 @@ class WorkerEngine(Engine):
         options: Its constructor's options (JSON values: they travel to the worker).
         python: The worker's interpreter; None: :func:`~glmtts.worker.client.default_python`.
         env: The worker's environment (default: this process's).
+        timeout_s: Longest wait for a load or a synthesis before the worker is deemed hung
+            and ended (default ``$GLMTTS_WORKER_TIMEOUT``, else 1,800 s).
 
     Raises:
         WorkerStartError: the interpreter does not exist or is not executable.
@@ -162,7 +164,8 @@ class WorkerEngine(Engine):
     isolated = True
 
     def __init__(self, engine: str, options: dict[str, Any] | None = None, *,
-                 python: str | None = None, env: dict[str, str] | None = None) -> None:
+                 python: str | None = None, env: dict[str, str] | None = None,
+                 timeout_s: float | None = None) -> None:
         super().__init__()
         self.name = engine
         self.options = dict(options or {})
@@ -171,6 +174,7 @@ class WorkerEngine(Engine):
         if problem is not None:
             raise WorkerStartError(problem)
         self.env = env
+        self.timeout_s = timeout_s
         self.process: WorkerProcess | None = None
         self.report: dict[str, Any] | None = None
         self._caps: Capabilities | None = None
@@ -240,7 +244,7 @@ class WorkerEngine(Engine):
               timeout_s: float | None = None) -> tuple[dict[str, Any], bytes]:
         proc = self._ensure_process()
         try:
-            result, payload = proc.call(op, args, timeout_s=timeout_s)
+            result, payload = proc.call(op, args, timeout_s=timeout_s or self.timeout_s)
         except WorkerError:
             self._forget()
             raise
