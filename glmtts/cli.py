@@ -28,6 +28,46 @@ def _rate(value: str) -> int:
                                          f"not {value!r}") from None
 
 
+class UsageError(GlmTtsError):
+    """An option the chosen engine does not take, or a missing one it needs (exit status 2)."""
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options that choose where and how an engine runs (``synth`` and ``batch``)."""
+    parser.add_argument("--home", help="GLM-TTS checkout folder (default: $GLMTTS_HOME)")
+    parser.add_argument("--phoneme", action="store_true",
+                        help="GLM-TTS phoneme mode (upstream's use_phoneme)")
+    parser.add_argument("--isolate", action="store_true",
+                        help="run the engine in a worker process (glm-tts always does, with "
+                             "the interpreter of --python)")
+    parser.add_argument("--python",
+                        help="the worker's interpreter (default: $GLMTTS_PYTHON, else "
+                             "$GLMTTS_HOME/.venv/bin/python, else this one)")
+
+
+def engine_options(args: argparse.Namespace) -> dict[str, object]:
+    """The engine's constructor options from ``args``; :class:`UsageError` for one that the
+    chosen engine does not take."""
+    import inspect
+
+    from glmtts.engines import engine_class
+
+    accepted = inspect.signature(engine_class(args.engine).__init__).parameters
+    given = {"voice": getattr(args, "voice", None), "home": args.home,
+             "use_phoneme": True if args.phoneme else None}
+    flags = {"voice": "--voice", "home": "--home", "use_phoneme": "--phoneme"}
+    options: dict[str, object] = {}
+    for name, value in given.items():
+        if value is None:
+            continue
+        if name not in accepted:
+            if name == "voice":
+                continue  # a request knob too: the engine's capabilities say why it is refused
+            raise UsageError(f"{flags[name]}: the {args.engine} engine does not take it")
+        options[name] = value
+    return options
+
+
 def build_parser() -> argparse.ArgumentParser:
     from glmtts.engines import DEFAULT_ENGINE, engine_names
 
@@ -42,9 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--voice", help="voice name or path of a Piper .onnx voice")
     synth.add_argument("--sample-rate", type=_rate, help="output rate in Hz (default: native)")
     synth.add_argument("--seed", type=_seed, help="random seed (same seed, same audio)")
-    synth.add_argument("--speed", type=float, default=1.0, help="speaking rate (0.5-2.0)")
+    synth.add_argument("--speed", type=float, help="speaking rate (0.5-2.0; default 1)")
+    synth.add_argument("--reference", type=Path,
+                       help="reference recording to clone (glm-tts: 2-30 s of clear speech)")
+    synth.add_argument("--reference-text", help="the words spoken in --reference")
+    synth.add_argument("--kv-cache", action="store_true",
+                       help="GLM-TTS's prompt-history cache for long texts")
+    synth.add_argument("--sampling", choices=("ras", "topk"),
+                       help="GLM-TTS token sampling (default ras)")
     synth.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU exists")
     synth.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_engine_arguments(synth)
     batch = sub.add_parser("batch", help="speak every line of a JSONL file (upstream GLM-TTS "
                                          "fields) into WAVs and a manifest")
     batch.add_argument("tasks", type=Path, help="JSONL file: uttid, syn_text, prompt_text, "
@@ -57,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="continue an interrupted batch: lines already ok are not redone")
     batch.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU exists")
     batch.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_engine_arguments(batch)
     serve = sub.add_parser("serve", help="HTTP service: synthesis, cleanup, memory, /metrics")
     from glmtts.service.server import add_serve_arguments
 
@@ -69,32 +118,65 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: synth's request options -> (the knob in Capabilities.honours, the flag)
+_KNOB_FLAGS = (("voice", "voice", "--voice"), ("reference", "reference_audio", "--reference"),
+               ("kv_cache", "use_kv_cache", "--kv-cache"),
+               ("sampling", "sampling_method", "--sampling"), ("speed", "speed", "--speed"),
+               ("seed", "seed", "--seed"))
+
+
+def _refuse_unused(args: argparse.Namespace, engine: object) -> None:
+    caps = engine.capabilities  # type: ignore[attr-defined]
+    for attr, knob, flag in _KNOB_FLAGS:
+        value = getattr(args, attr)
+        if value is None or value is False:
+            continue
+        why = caps.reason(knob)
+        if why is not None:
+            raise UsageError(f"{flag}: the {args.engine} engine does not take it ({why})")
+    if args.reference_text is not None and args.reference is None:
+        raise UsageError("--reference-text describes --reference: give the recording too")
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     from glmtts.audio import write_wav
     from glmtts.engines import create_engine
     from glmtts.request import SynthesisRequest
+    from glmtts.worker.engine import WorkerEngine, isolated_by_default
 
     text = sys.stdin.read() if args.text == "-" else args.text
     folder = args.output.expanduser().resolve().parent
     if not folder.is_dir():
         raise GlmTtsError(f"the output folder {folder} does not exist")
-    request = SynthesisRequest(text=text, voice=args.voice, sample_rate=args.sample_rate,
-                               seed=args.seed, speed=args.speed)
-    options = {"voice": args.voice} if args.voice else {}
-    engine = create_engine(args.engine, **options)
-    engine.check(request)
-    t0 = time.perf_counter()
-    engine.load("cpu" if args.cpu else args.device)
-    load_s = time.perf_counter() - t0
-    result = engine.synthesize(request)
-    engine.unload()
-    write_wav(args.output, result.audio, result.sample_rate)
-    if not engine.capabilities.speech:
+    options = engine_options(args)
+    request = SynthesisRequest(
+        text=text, voice=args.voice, sample_rate=args.sample_rate, seed=args.seed,
+        speed=1.0 if args.speed is None else args.speed, reference_audio=args.reference,
+        reference_text=args.reference_text, use_kv_cache=args.kv_cache,
+        sampling_method=args.sampling or "ras")
+    if args.isolate or isolated_by_default(args.engine):
+        engine = WorkerEngine(args.engine, options, python=args.python)
+    else:
+        engine = create_engine(args.engine, **options)
+    try:
+        _refuse_unused(args, engine)
+        engine.check(request)
+        t0 = time.perf_counter()
+        engine.load("cpu" if args.cpu else args.device)
+        load_s = time.perf_counter() - t0
+        result = engine.synthesize(request)
+        write_wav(args.output, result.audio, result.sample_rate)  # before anything unloads
+        speech = engine.capabilities.speech
+    finally:
+        engine.close()
+    if not speech:
         print("note: this engine's audio is not speech (a memory twin)")
     for note in request.notes:
         print(f"note: {note}")
+    worker = result.metadata.get("worker")
+    where = f", worker pid {worker['pid']}" if worker else ""
     print(f"wrote {args.output} ({result.sample_rate} Hz, seed {result.metadata.get('seed')}, "
-          f"device {result.metadata.get('device')})")
+          f"device {result.metadata.get('device')}{where})")
     print(f"duration {result.duration_s:.2f} s, wall {result.wall_s:.2f} s "
           f"(load {load_s:.2f} s), real-time factor {result.rtf:.3f}")
     return 0
@@ -126,6 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return {"synth": cmd_synth, "batch": cmd_batch,
                 "serve": cmd_serve, "sweep": cmd_sweep}[args.command](args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except GlmTtsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

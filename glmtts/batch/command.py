@@ -77,8 +77,17 @@ def cmd_batch(args: argparse.Namespace, out: TextIO | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return USAGE_ERROR
     store = open_store()
+    from glmtts.cli import UsageError, engine_options
+
     try:
-        session = SynthesisSession(args.engine, device=device, store=store, label="batch")
+        options = engine_options(args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    try:
+        session = SynthesisSession(args.engine, engine_options=options, device=device,
+                                   store=store, label="batch",
+                                   isolate=True if args.isolate else None, python=args.python)
         try:
             plan = load_tasks(args.tasks, engine=args.engine,
                               engines={args.engine: session.engine})

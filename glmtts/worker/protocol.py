@@ -26,13 +26,14 @@ Ops (arguments -> result):
   device count), ``missing`` (what this interpreter lacks for that engine, one line each; empty
   when it can run it)
 - ``load {engine, options, device}`` -> ``{device, weights_bytes, seconds, capabilities}``
-- ``check {engine, options, request}``, ``needs_reload {...}`` -> ``{needs_reload}``,
-  ``reload_for {...}`` -> ``{switch, weights_bytes, capabilities}`` (each creates the engine
-  when the worker has none yet, as ``capabilities`` does)
+- ``check {engine, options, request}``; ``needs_reload {...}`` -> ``{needs_reload}``;
+  ``reload_for {...}`` -> ``{switch, weights_bytes, capabilities}`` (each creates the
+  engine when the worker has none yet, as ``capabilities`` does)
 - ``capabilities {engine, options}`` -> the engine's declared capabilities
-- ``synthesize {engine, options, request}`` -> ``{sample_rate, timings, wall_s, metadata, memory}`` and the audio
-  as float32 little-endian mono samples in the payload; ``memory`` is the worker's own torch
-  allocator figures before, after and at the peak of the call
+- ``synthesize {engine, options, request}`` -> ``{sample_rate, timings, wall_s, metadata,
+  memory, samples}`` and the audio as float32 little-endian mono samples in the payload;
+  ``memory`` is the worker's own torch allocator figures before, after and at the peak of the
+  call
 - ``memory {releasable}`` -> torch allocator figures now (keys as
   :data:`monitoring.torch_allocator.STAT_KEYS`), or ``{"unavailable": reason}``
 - ``reset_peaks`` -> ``{reset}``

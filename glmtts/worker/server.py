@@ -167,15 +167,18 @@ class Worker:
                 "seconds": time.perf_counter() - t0,
                 "capabilities": target.capabilities.to_dict()}
 
-    def op_check(self, engine: str, options: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
+    def op_check(self, engine: str, options: dict[str, Any],
+                 request: dict[str, Any]) -> dict[str, Any]:
         self.ensure_engine(engine, options).check(self.request(request))
         return {}
 
-    def op_needs_reload(self, engine: str, options: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
+    def op_needs_reload(self, engine: str, options: dict[str, Any],
+                        request: dict[str, Any]) -> dict[str, Any]:
         target = self.ensure_engine(engine, options)
         return {"needs_reload": bool(target.needs_reload(self.request(request)))}
 
-    def op_reload_for(self, engine: str, options: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
+    def op_reload_for(self, engine: str, options: dict[str, Any],
+                      request: dict[str, Any]) -> dict[str, Any]:
         import dataclasses
 
         target = self.ensure_engine(engine, options)
@@ -184,7 +187,8 @@ class Worker:
         return {"switch": details, "weights_bytes": target.model_bytes(),
                 "capabilities": target.capabilities.to_dict()}
 
-    def op_synthesize(self, engine: str, options: dict[str, Any], request: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+    def op_synthesize(self, engine: str, options: dict[str, Any],
+                      request: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
         import numpy as np
 
         target = self.ensure_engine(engine, options)
