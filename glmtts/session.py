@@ -85,6 +85,24 @@ def loaded_models() -> list[LoadedModel]:
 
 
 @dataclass(frozen=True)
+class CleanupOption:
+    """One cleanup level as offered now: what it would free and what coming back costs.
+
+    Attributes:
+        level: ``light``, ``full`` or ``restart``.
+        frees_bytes: Estimate of what it frees now (None: cannot be known before trying).
+        frees: What that is, in words.
+        cost_s: Measured cost of coming back: 0 for light, the last load for full, the last
+            worker start plus the last load for restart (None: not measured yet).
+    """
+
+    level: str
+    frees_bytes: int | None
+    frees: str
+    cost_s: float | None
+
+
+@dataclass(frozen=True)
 class SynthesisOutcome:
     """What one call of :meth:`SynthesisSession.synthesize` produced.
 
@@ -232,10 +250,22 @@ class SynthesisSession:
         self._remember(handle.record)
         return handle.record
 
-    def switch_engine(self, engine: str, engine_options: dict[str, Any] | None = None) -> None:
-        """Use another engine or voice from now on (the current model is dropped, unmeasured;
-        use :meth:`cleanup` first to measure what that frees)."""
-        new = self._build(engine, dict(engine_options or {}))
+    def switch_engine(self, engine: str, engine_options: dict[str, Any] | None = None, *,
+                      isolate: bool | None = None, python: str | None = None) -> None:
+        """Use another engine, voice, interpreter or isolation from now on (the current model
+        is dropped and its worker ended, unmeasured; use :meth:`cleanup` first to measure what
+        that frees).
+
+        Raises:
+            GlmTtsError: the new engine cannot be created (the old one stays).
+        """
+        old = self.isolate, self.python
+        self.isolate, self.python = isolate, python
+        try:
+            new = self._build(engine, dict(engine_options or {}))
+        except BaseException:
+            self.isolate, self.python = old
+            raise
         self.engine.close()
         self.engine = new
         self.engine_name = engine
@@ -389,6 +419,40 @@ class SynthesisSession:
             torch = sys.modules.get("torch")
             releasable = torch is not None and torch.cuda.is_initialized()
         return probes.snapshot(releasable=releasable)
+
+    def cleanup_options(self) -> list[CleanupOption]:
+        """The cleanup levels this session offers now, each with what it would free (from a
+        fresh reading of the model's process) and its measured cost of coming back."""
+        snap = self.snapshot()
+        gpu = snap.torch_reserved_bytes is not None
+        cache = (snap.torch_reserved_bytes - (snap.torch_allocated_bytes or 0)) if gpu else None
+        loads = [e for e in self.history if e.kind == "load" and e.ok]
+        reload_s = next((e.duration_s for e in reversed(loads)
+                         if e.features.get("reason") is None), None)
+        starts = [e.features.get("worker_start_s") for e in loads
+                  if e.features.get("worker_start_s") is not None]
+        start_s = starts[-1] if starts else getattr(self.engine, "last_start_s", None)
+        weights = self.engine.model_bytes() if self.engine.loaded else 0
+        options = [
+            CleanupOption("light", cache,
+                          "the allocator's unused cache" if gpu else
+                          "freed memory the C allocator keeps (known only after the trim)",
+                          0.0),
+            CleanupOption("full", None if weights is None else weights + (cache or 0),
+                          "the model's weights and caches" + (" and the allocator's cache"
+                                                              if gpu else ""),
+                          reload_s if self.engine.loaded else 0.0),
+        ]
+        if self.isolated:
+            held = [v for v in (snap.host_rss_bytes, snap.nvml_process_used_bytes)
+                    if v is not None]
+            cost = None if reload_s is None or start_s is None else start_s + reload_s
+            options.append(CleanupOption(
+                "restart", sum(held) if held else None,
+                "everything the worker holds: host RSS" + (", GPU memory (NVML) with the CUDA "
+                                                           "context" if gpu else ""),
+                cost if getattr(self.engine, "pid", None) else 0.0))
+        return options
 
     # ----------------------------------------------------------------- cleanup
     #: Cleanup levels, cheapest first (``restart``: engines in a worker only).

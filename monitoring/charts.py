@@ -62,14 +62,27 @@ def _present(frame: pd.DataFrame, columns: Iterable[str]) -> list[str]:
     return [c for c in columns if c in frame and frame[c].notna().any()]
 
 
+#: Series of a watched child process (an engine worker), drawn dashed beside this process's.
+CHILD_SERIES: dict[str, str] = {
+    "nvml_process_used_bytes": "GPU used by the {name} (NVML)",
+    "torch_reserved_bytes": "torch reserved in the {name}",
+    "torch_allocated_bytes": "torch allocated in the {name}",
+    "host_rss_bytes": "host RSS of the {name}",
+}
+
+
 def timeline_figure(samples: pd.DataFrame, markers: pd.DataFrame | None = None,
-                    max_points: int = 1500) -> go.Figure:
+                    max_points: int = 1500, child: pd.DataFrame | None = None,
+                    child_name: str = "worker") -> go.Figure:
     """Memory over time, one line per available figure, events as labelled markers.
 
     Args:
         samples: Frame with ``time`` and any of the :data:`SERIES` columns (bytes).
         markers: Frame from :func:`markers_frame`; only ``end``/``instant`` markers are drawn.
         max_points: Upper bound of points per line.
+        child: Samples of another process whose memory belongs on the same chart (a worker
+            that holds the model), drawn dashed as :data:`CHILD_SERIES`.
+        child_name: How the legend names that process (e.g. ``worker pid 1234``).
     """
     fig = go.Figure()
     present = _present(samples, SERIES)
@@ -77,7 +90,17 @@ def timeline_figure(samples: pd.DataFrame, markers: pd.DataFrame | None = None,
     for col in present:
         fig.add_trace(go.Scatter(x=drawn["time"], y=drawn[col] / MIB, mode="lines",
                                  name=SERIES[col], meta={"column": col}))
-    top = max((float(samples[c].max()) for c in present), default=0.0) / MIB
+    tops = [float(samples[c].max()) for c in present]
+    if child is not None and len(child):
+        child_present = _present(child, CHILD_SERIES)
+        child_drawn = downsample_max(child, child_present, max_points)
+        for col in child_present:
+            fig.add_trace(go.Scatter(
+                x=child_drawn["time"], y=child_drawn[col] / MIB, mode="lines",
+                line={"dash": "dash"}, name=CHILD_SERIES[col].format(name=child_name),
+                meta={"column": col, "process": child_name}))
+            tops.append(float(child[col].max()))
+    top = max(tops, default=0.0) / MIB
     if markers is not None and len(markers):
         shown = markers[markers["phase"].isin(["end", "instant"])]
         for kind, rows in shown.groupby("kind", sort=False):

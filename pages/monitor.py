@@ -35,14 +35,26 @@ def timeline() -> None:
     samples = res.sampler.samples()
     frame = charts.samples_frame(samples)
     markers = charts.markers_frame(res.sampler.markers())
+    worker = session.worker_sampler  # the engine worker that holds this session's model
+    child = None
+    if worker is not None:
+        child = charts.samples_frame(worker.samples())
+        markers = pd.concat([markers, charts.markers_frame(worker.markers())],
+                            ignore_index=True).sort_values("wall_s")
     if seconds is not None and len(frame):
         start = frame["wall_s"].iloc[-1] - seconds
         frame = frame[frame["wall_s"] >= start]
         markers = markers[markers["wall_s"] >= start]
-    st.plotly_chart(charts.timeline_figure(frame, markers), key="timeline_chart",
-                    width="stretch")
+        if child is not None:
+            child = child[child["wall_s"] >= start]
+    pid = session.engine.pid if session.isolated else None  # type: ignore[attr-defined]
+    name = f"engine worker (pid {pid})" if pid else "engine worker (not running)"
+    st.plotly_chart(charts.timeline_figure(frame, markers, child=child, child_name=name),
+                    key="timeline_chart", width="stretch")
     st.caption(f"{len(samples):,} samples buffered at 10 Hz · markers: S synthesis, "
-               f"L load, C cleanup")
+               f"L load, C cleanup"
+               + (" · dashed: the engine worker process that holds this session's model"
+                  if child is not None else ""))
 
 
 timeline()

@@ -8,8 +8,11 @@ from typing import Any
 import streamlit as st
 
 from glmtts.engines import engine_class, engine_names, engine_status
+from glmtts.engines.glm_tts.checkout import checkout_problem
 from glmtts.errors import GlmTtsError
 from glmtts.session import SynthesisSession
+from glmtts.worker.client import default_python, interpreter_problem
+from glmtts.worker.engine import isolated_by_default
 
 
 def _piper_options() -> tuple[dict[str, Any], str | None]:
@@ -27,9 +30,12 @@ def _glm_tts_options() -> tuple[dict[str, Any], str | None]:
                               "(default: $GLMTTS_HOME)").strip()
     phoneme = st.checkbox("Phoneme mode", key="use_phoneme",
                           help="upstream's use_phoneme: text front-end with grapheme-to-phoneme")
-    cls = engine_class("glm-tts")
-    reason = cls.unavailable_reason_for(home or None)  # type: ignore[attr-defined]
-    return {"home": home or None, "use_phoneme": bool(phoneme)}, reason
+    options = {"home": home or None, "use_phoneme": bool(phoneme)}
+    if not _isolated("glm-tts"):
+        cls = engine_class("glm-tts")
+        return options, cls.unavailable_reason_for(home or None)  # type: ignore[attr-defined]
+    # In a worker, upstream's own interpreter checks its packages and CUDA (see hello).
+    return options, checkout_problem(home or None)
 
 
 def _no_options() -> tuple[dict[str, Any], str | None]:
@@ -39,12 +45,59 @@ def _no_options() -> tuple[dict[str, Any], str | None]:
 _OPTIONS = {"piper": _piper_options, "glm-tts": _glm_tts_options}
 
 
+def _isolated(engine: str) -> bool:
+    return bool(st.session_state.get(f"isolate_{engine}", isolated_by_default(engine)))
+
+
+def _worker_options(engine: str) -> tuple[bool, str | None, str | None]:
+    """The isolation toggle and, for a worker, its interpreter: (isolate, python, problem)."""
+    key = f"isolate_{engine}"
+    st.session_state.setdefault(key, isolated_by_default(engine))
+    isolate = st.toggle(
+        "Run in a worker process", key=key,
+        help="The engine runs in a child process of its own (for GLM-TTS: upstream's own "
+             "Python environment). A restart cleanup then frees everything it held, the CUDA "
+             "context included.")
+    if not isolate:
+        return False, None, None
+    st.session_state.setdefault("glmtts_python",
+                                default_python(st.session_state.get("glmtts_home") or None))
+    python = st.text_input(
+        "Worker interpreter (GLMTTS_PYTHON)", key="glmtts_python",
+        help="The Python that runs the worker: for GLM-TTS, the one of the environment "
+             "where upstream's requirements are installed (e.g. ~/GLM-TTS/.venv/bin/python)"
+    ).strip()
+    return True, python or None, interpreter_problem(python) if python else None
+
+
+def _worker_status(session: SynthesisSession, where: st.delta_generator.DeltaGenerator
+                   ) -> str | None:
+    """One line on the worker, or why it cannot run (the worker's own check, run once when
+    the engine is chosen; a worker ended by a restart is not started again until needed)."""
+    engine = session.engine
+    env = getattr(engine, "report", None)
+    if env is None:
+        try:
+            env = engine.environment()  # type: ignore[attr-defined]
+        except GlmTtsError as exc:
+            where.error(str(exc))
+            return str(exc)
+    cuda = (f"CUDA {env.get('cuda_version')}, {env.get('cuda_devices')} GPU(s)"
+            if env.get("cuda_available") else "no CUDA")
+    pid = getattr(engine, "pid", None)
+    state = f"worker pid {pid}" if pid else "worker not running (starts when needed)"
+    where.caption(f"{state.capitalize()}: Python {env.get('python')}, torch "
+                  f"{env.get('torch')}, {cuda}")
+    return None
+
+
 def engine_choice(session: SynthesisSession) -> str | None:
     """Draw the engine picker; switch the session's engine when the choice changed.
 
     Returns why the chosen engine cannot run here (None when it can).
     """
-    status = engine_status()
+    # An engine in a worker is checked by the worker's interpreter, not by this one.
+    status = {name: None if _isolated(name) else why for name, why in engine_status().items()}
     st.session_state.setdefault("engine", session.engine_name)
     left, right = st.columns([1, 2])
     engine = left.selectbox(
@@ -52,14 +105,20 @@ def engine_choice(session: SynthesisSession) -> str | None:
         format_func=lambda n: n if status[n] is None else f"{n} (unavailable)")
     with right:
         options, reason = _OPTIONS.get(engine, _no_options)()
-    reason = reason or status[engine]
+        isolate, python, python_problem = _worker_options(engine)
+    if not isolate:
+        reason = reason or status[engine]
+    reason = reason or python_problem
     if reason is not None:
         right.warning(f"{engine} cannot run here: {reason}")
         return reason
-    if engine != session.engine_name or options != session.engine_options:
+    if (engine != session.engine_name or options != session.engine_options
+            or isolate != session.isolated or (isolate and python != session.python)):
         try:
-            session.switch_engine(engine, options)
+            session.switch_engine(engine, options, isolate=isolate, python=python)
         except GlmTtsError as exc:
             right.error(str(exc))
             return str(exc)
+    if session.isolated:
+        return _worker_status(session, right)
     return None

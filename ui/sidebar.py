@@ -7,7 +7,7 @@ import streamlit as st
 from glmtts.device import cuda_unavailable_reason
 from glmtts.errors import GlmTtsError
 from glmtts.request import SynthesisRequest
-from glmtts.session import loaded_models
+from glmtts.session import CleanupOption, loaded_models
 from monitoring import Snapshot, take_snapshot
 from monitoring.policy import MODES, Recommendation
 from ui.format import fmt_bytes, fmt_seconds
@@ -16,6 +16,8 @@ from ui.state import app_resources, tts_session
 CLEANUP_LEVELS = {
     "full": "Full: unload this session's model, then light (next synthesis reloads)",
     "light": "Light: gc, empty the CUDA cache, malloc_trim (model stays loaded)",
+    "restart": "Restart: end the engine's worker process; frees everything it held, the CUDA "
+               "context included (next synthesis starts a worker and reloads)",
 }
 
 
@@ -52,8 +54,12 @@ def device_card(snap: Snapshot) -> None:
 def model_state() -> None:
     session = tts_session()
     engine = session.engine
+    where = ""
+    if session.isolated:
+        pid = getattr(engine, "pid", None)
+        where = f" in worker pid {pid}" if pid else " (its worker is not running)"
     if engine.loaded:
-        st.markdown(f"**Model:** {session.engine_name} loaded on `{engine.device}`, "
+        st.markdown(f"**Model:** {session.engine_name} loaded on `{engine.device}`{where}, "
                     f"{fmt_bytes(engine.model_bytes())} of weights")
     else:
         st.markdown(f"**Model:** {session.engine_name} not loaded (loads on next synthesis)")
@@ -64,10 +70,25 @@ def model_state() -> None:
                    f"{fmt_bytes(total)} of weights in all")
 
 
+def _option_line(option: CleanupOption) -> str:
+    frees = ("frees " + ("about " if option.level != "restart" else "")
+             + fmt_bytes(option.frees_bytes)) if option.frees_bytes is not None else "frees"
+    cost = ("costs nothing" if option.cost_s == 0 else
+            f"coming back costs {fmt_seconds(option.cost_s)}" if option.cost_s is not None
+            else "coming back costs a reload (not measured yet)")
+    return f"**{option.level}**: {frees} ({option.frees}); {cost}"
+
+
 def cleanup_controls() -> None:
-    st.radio("Cleanup", list(CLEANUP_LEVELS), key="cleanup_level",
+    session = tts_session()
+    options = session.cleanup_options()
+    levels = [o.level for o in options]
+    if st.session_state.get("cleanup_level") not in levels:
+        st.session_state["cleanup_level"] = "full"
+    st.radio("Cleanup", levels, key="cleanup_level",
              format_func=lambda k: CLEANUP_LEVELS[k].split(":")[0],
-             help="\n\n".join(CLEANUP_LEVELS.values()), horizontal=True)
+             help="\n\n".join(CLEANUP_LEVELS[k] for k in levels), horizontal=True)
+    st.caption("  \n".join(_option_line(o) for o in options))
     st.button("🧹 Clear memory", key="cleanup_button", on_click=_run_cleanup,
               width="stretch")
     result = st.session_state.get("_last_cleanup")
@@ -79,7 +100,13 @@ def cleanup_controls() -> None:
             "GPU (NVML, process)": result.nvml_process_freed_bytes,
         }
         parts = [f"{k} {fmt_bytes(v)}" for k, v in freed.items() if v is not None]
-        st.success(f"{result.level.capitalize()} cleanup freed " + ", ".join(parts)
+        where = ""
+        if result.details.get("worker_pid"):
+            where = f" in worker pid {result.details['worker_pid']}"
+            left = result.details.get("upstream_modules_left")
+            if left is not None and session.engine_name == "glm-tts":
+                where += f" ({left} upstream modules left)"
+        st.success(f"{result.level.capitalize()} cleanup{where} freed " + ", ".join(parts)
                    + f" in {fmt_seconds(result.duration_s)}", icon="🧹")
 
 
@@ -104,7 +131,7 @@ def _pending_request() -> SynthesisRequest | None:
 
 def _apply_recommendation() -> None:
     action = st.session_state.get("_policy_action")
-    if action in ("light", "full"):
+    if action in ("light", "full", "restart"):
         st.session_state["_last_cleanup"] = tts_session().cleanup(action)
 
 

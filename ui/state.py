@@ -15,7 +15,8 @@ from monitoring import Sampler, Store, open_store
 #: Widgets whose values must survive page switches and cleanups. Streamlit drops the state of
 #: widgets that a run does not draw, so each full run copies these values into shadow keys
 #: (never used by a widget, so never dropped) and restores any value that went missing.
-PERSISTED = ("engine", "glmtts_home", "use_phoneme", "text", "voice_path", "sample_rate",
+PERSISTED = ("engine", "glmtts_home", "use_phoneme", "isolate_piper", "isolate_glm-tts",
+             "isolate_twin", "glmtts_python", "text", "voice_path", "sample_rate",
              "use_kv_cache", "seed", "fixed_seed", "sampling_method", "speed", "ref_text",
              "cleanup_level", "policy_mode", "live", "history_kinds", "history_scope",
              "batch_source", "batch_path", "tune_engine", "tune_device", "tune_budget",

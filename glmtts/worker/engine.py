@@ -293,7 +293,8 @@ class WorkerEngine(Engine):
         name = (device or "auto").strip().lower()
         if name != "auto":
             return name  # the worker checks it when it loads
-        return "cuda" if self.environment().get("cuda_available") else "cpu"
+        report = self.report or self.environment()  # the last worker's answer will do
+        return "cuda" if report.get("cuda_available") else "cpu"
 
     def load(self, device: str = "auto") -> None:
         if self.loaded and self.pid is not None:
