@@ -413,9 +413,14 @@ def create_app(service: Service) -> FastAPI:
             except ValidationError as exc:
                 message, field = _pydantic_message(exc.errors()[0])
                 raise ApiError(422, message, field) from None
-            if level not in ("light", "full"):
-                raise ApiError(422, f"the cleanup level must be 'light' or 'full', not "
-                                    f"{level!r}", "level")
+            levels = ("light", "full", "restart") if service.session.isolated else (
+                "light", "full")
+            if level not in levels:
+                raise ApiError(422, f"the cleanup level must be one of {', '.join(levels)}, "
+                                    f"not {level!r}" + (" (restart ends an engine worker; "
+                                                        "serve with --isolate)"
+                                                        if level == "restart" else ""),
+                               "level")
         result, loaded_before = await run_in_threadpool(service.cleanup, level)
         return {
             "level": result.level, "event_id": result.event.event_id,
@@ -430,6 +435,8 @@ def create_app(service: Service) -> FastAPI:
             "gc_collected": result.gc_collected,
             "empty_cache_called": result.empty_cache_called,
             "malloc_trimmed": result.malloc_trimmed,
+            "worker_pid": result.details.get("worker_pid"),
+            "upstream_modules_left": result.details.get("upstream_modules_left"),
         }
 
     @app.get("/v1/memory", response_model=schemas.MemoryOut, tags=["memory"],

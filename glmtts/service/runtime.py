@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from typing import Any
 
 from glmtts.audio import wav_bytes
-from glmtts.device import resolve_device
 from glmtts.engines import engine_class
 from glmtts.errors import OutOfMemoryError
 from glmtts.request import SynthesisRequest
@@ -25,7 +24,7 @@ from glmtts.service.errors import BusyError
 from glmtts.service.settings import ServiceSettings
 from glmtts.service.snapshots import MemoryHistory
 from glmtts.session import SynthesisOutcome, SynthesisSession, device_lock, loaded_models
-from monitoring import Sampler, Snapshot, Store, open_store, take_snapshot
+from monitoring import Sampler, Snapshot, Store, open_store
 from monitoring.cleanup import CleanupResult
 from monitoring.metrics import MemoryMetrics, ModelInfo
 from monitoring.records import EventRecord
@@ -80,7 +79,8 @@ class Service:
             store=self.store, session_id=self.app_session_id).start()
         self.session = SynthesisSession(settings.engine, engine_options=settings.engine_options,
                                         device=settings.device, store=self.store,
-                                        sampler=self.sampler, label="service")
+                                        sampler=self.sampler, label="service",
+                                        isolate=settings.isolate, python=settings.python)
         self.metrics = MemoryMetrics(METRICS_NAMESPACE, models=process_models)
         self.history = MemoryHistory(settings.memory_history) if (
             settings.memory_history > 0) else None
@@ -93,7 +93,8 @@ class Service:
     @property
     def device(self) -> str:
         """The device the model runs (or will run) on."""
-        return self.session.engine.device or resolve_device(self.settings.device)
+        return self.session.engine.device or self.session.engine.resolve_device(
+            self.settings.device)
 
     @property
     def pending(self) -> int:
@@ -220,8 +221,9 @@ class Service:
 
     # ------------------------------------------------------------------------ memory
     def snapshot(self) -> Snapshot:
-        """Every probe now, with what ``empty_cache()`` would free (CUDA)."""
-        return take_snapshot(releasable=True)
+        """Every probe of the process that holds the model now (a worker's for an engine in
+        a worker), with what ``empty_cache()`` would free (CUDA)."""
+        return self.session.snapshot(releasable=True)
 
     def recommendation(self, snapshot: Snapshot) -> Any | None:
         """The policy's recommendation now (no pending request), or None without a policy."""

@@ -53,7 +53,7 @@ class CleanupBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    level: str = Field("full", json_schema_extra={"enum": ["light", "full"]})
+    level: str = Field("full", json_schema_extra={"enum": ["light", "full", "restart"]})
 
 
 def synthesis_json_schema(max_chars: int, caps: Capabilities) -> dict[str, Any]:
@@ -204,9 +204,13 @@ class CleanupOut(BaseModel):
     freed: Freed
     predicted_releasable_bytes: int | None = Field(
         description="torch: what empty_cache() could free when the cleanup started")
-    gc_collected: int
+    gc_collected: int | None = Field(description="None for a restart (no gc ran)")
     empty_cache_called: bool
     malloc_trimmed: bool | None
+    worker_pid: int | None = Field(
+        None, description="the engine worker the cleanup ran in or ended (None: in process)")
+    upstream_modules_left: int | None = Field(
+        None, description="GLM-TTS modules the worker still holds (0 after a full cleanup)")
 
 
 def _snapshot_model() -> type[BaseModel]:

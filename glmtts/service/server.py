@@ -66,13 +66,22 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                              "(0: off; CUDA only)")
     parser.add_argument("--graceful-timeout", type=float, default=2.5,
                         help="seconds running requests get to finish on SIGINT/SIGTERM")
+    from glmtts.cli import add_engine_arguments
+
+    add_engine_arguments(parser)
 
 
 def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
-    """Service settings from the parsed ``serve`` options (token from the environment too)."""
+    """Service settings from the parsed ``serve`` options (token from the environment too).
+
+    Raises:
+        UsageError: an engine option the chosen engine does not take.
+    """
+    from glmtts.cli import engine_options
+
     return ServiceSettings(
-        host=args.host, port=args.port, engine=args.engine,
-        engine_options={"voice": args.voice} if args.voice else {},
+        host=args.host, port=args.port, engine=args.engine, engine_options=engine_options(args),
+        isolate=True if args.isolate else None, python=args.python,
         device="cpu" if args.cpu else args.device, token=token_from_env(args.token),
         metrics_public=args.metrics_public, db=args.db, preload=args.preload,
         max_text_chars=args.max_text_chars, max_body_bytes=args.max_body_bytes,

@@ -46,6 +46,9 @@ class ServiceSettings:
         port: TCP port.
         engine: Engine name; the service holds one model of it.
         engine_options: Passed to the engine (e.g. ``{"voice": ...}``).
+        isolate: Run the engine in a worker process (None: the engine's default; glm-tts
+            always runs in one).
+        python: The worker's interpreter (None: ``$GLMTTS_PYTHON`` and so on).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         token: Access token checked on every request (``Authorization: Bearer <token>``), except
             ``/metrics`` when ``metrics_public``; None: no check (loopback only).
@@ -67,6 +70,8 @@ class ServiceSettings:
     port: int = DEFAULT_PORT
     engine: str = "piper"
     engine_options: dict[str, Any] = field(default_factory=dict)
+    isolate: bool | None = None
+    python: str | None = None
     device: str = "auto"
     token: str | None = None
     metrics_public: bool = True
