@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import streamlit as st
@@ -60,10 +61,14 @@ def _worker_options(engine: str) -> tuple[bool, str | None, str | None]:
              "context included.")
     if not isolate:
         return False, None, None
-    st.session_state.setdefault("glmtts_python",
-                                default_python(st.session_state.get("glmtts_home") or None))
+    key = f"python_{engine}"
+    if engine == "glm-tts":
+        st.session_state.setdefault(key, default_python(
+            st.session_state.get("glmtts_home") or None))
+    else:  # the app's own interpreter has what the other engines need
+        st.session_state.setdefault(key, sys.executable)
     python = st.text_input(
-        "Worker interpreter (GLMTTS_PYTHON)", key="glmtts_python",
+        "Worker interpreter" + (" (GLMTTS_PYTHON)" if engine == "glm-tts" else ""), key=key,
         help="The Python that runs the worker: for GLM-TTS, the one of the environment "
              "where upstream's requirements are installed (e.g. ~/GLM-TTS/.venv/bin/python)"
     ).strip()

@@ -16,8 +16,9 @@ from monitoring import Sampler, Store, open_store
 #: widgets that a run does not draw, so each full run copies these values into shadow keys
 #: (never used by a widget, so never dropped) and restores any value that went missing.
 PERSISTED = ("engine", "glmtts_home", "use_phoneme", "isolate_piper", "isolate_glm-tts",
-             "isolate_twin", "glmtts_python", "text", "voice_path", "sample_rate",
-             "use_kv_cache", "seed", "fixed_seed", "sampling_method", "speed", "ref_text",
+             "isolate_twin", "python_piper", "python_glm-tts", "python_twin", "text",
+             "voice_path", "sample_rate", "use_kv_cache", "seed", "fixed_seed",
+             "sampling_method", "speed", "ref_text",
              "cleanup_level", "policy_mode", "live", "history_kinds", "history_scope",
              "batch_source", "batch_path", "tune_engine", "tune_device", "tune_budget",
              "tune_scale", "tune_dtypes", "tune_attention", "tune_rates", "tune_kv", "tune_texts")
@@ -45,14 +46,25 @@ def app_resources() -> AppResources:
     return AppResources(store, sampler, app_session)
 
 
+def _release(session: SynthesisSession) -> None:
+    """When the browser session ends (the tab closed, or its connection stayed lost for
+    ``server.disconnectedSessionTTL`` seconds): drop its model and end its engine worker, so
+    that the sidebar's count of models and the GPU forget it."""
+    session.close()
+
+
+@st.cache_resource(scope="session", on_release=_release, show_spinner=False)
+def _session_resource() -> SynthesisSession:
+    res = app_resources()
+    return SynthesisSession(store=res.store, sampler=res.sampler,
+                            label=f"browser {uuid.uuid4().hex[:6]}")
+
+
 def tts_session() -> SynthesisSession:
-    """This browser session's synthesis session (created on first use, model not loaded)."""
-    session = st.session_state.get("_tts_session")
-    if session is None:
-        res = app_resources()
-        session = SynthesisSession(store=res.store, sampler=res.sampler,
-                                   label=f"browser {uuid.uuid4().hex[:6]}")
-        st.session_state["_tts_session"] = session
+    """This browser session's synthesis session (created on first use, model not loaded;
+    closed when the browser session ends)."""
+    session = _session_resource()
+    st.session_state["_tts_session"] = session  # for tests and benchmarks to find it
     return session
 
 

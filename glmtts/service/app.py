@@ -388,11 +388,13 @@ def create_app(service: Service) -> FastAPI:
         headers["Content-Disposition"] = f'inline; filename="tts-{synthesis_id}.wav"'
         return Response(audio, media_type="audio/wav", headers=headers)
 
+    cleanup_levels = service.session.LEVELS if service.session.isolated else ("light", "full")
+
     @app.post(
         "/v1/cleanup", response_model=schemas.CleanupOut, tags=["memory"],
-        summary="Free memory now: light (gc, empty_cache, malloc_trim) or full (drop the "
-                "model too)",
-        openapi_extra={"requestBody": schemas.cleanup_body_openapi()},
+        summary="Free memory now: light (gc, empty_cache, malloc_trim), full (drop the "
+                "model too) or, for an engine in a worker, restart (end the worker)",
+        openapi_extra={"requestBody": schemas.cleanup_body_openapi(cleanup_levels)},
         responses=_errors(400, 401, 413, 415, 422))
     async def cleanup(request: Request) -> dict[str, Any]:
         body = await request.body()
@@ -413,10 +415,9 @@ def create_app(service: Service) -> FastAPI:
             except ValidationError as exc:
                 message, field = _pydantic_message(exc.errors()[0])
                 raise ApiError(422, message, field) from None
-            levels = ("light", "full", "restart") if service.session.isolated else (
-                "light", "full")
-            if level not in levels:
-                raise ApiError(422, f"the cleanup level must be one of {', '.join(levels)}, "
+            if level not in cleanup_levels:
+                raise ApiError(422, f"the cleanup level must be one of "
+                                    f"{', '.join(cleanup_levels)}, "
                                     f"not {level!r}" + (" (restart ends an engine worker; "
                                                         "serve with --isolate)"
                                                         if level == "restart" else ""),

@@ -123,10 +123,12 @@ def request_body_openapi(max_chars: int, caps: Capabilities) -> dict[str, Any]:
     }
 
 
-def cleanup_body_openapi() -> dict[str, Any]:
-    """The ``requestBody`` object of ``POST /v1/cleanup`` (optional)."""
-    return {"required": False,
-            "content": {"application/json": {"schema": CleanupBody.model_json_schema()}}}
+def cleanup_body_openapi(levels: tuple[str, ...] = ("light", "full")) -> dict[str, Any]:
+    """The ``requestBody`` object of ``POST /v1/cleanup`` (optional), offering ``levels`` (a
+    service with its engine in a worker also offers ``restart``)."""
+    schema = CleanupBody.model_json_schema()
+    schema["properties"]["level"]["enum"] = list(levels)
+    return {"required": False, "content": {"application/json": {"schema": schema}}}
 
 
 # ----------------------------------------------------------------------------- responses

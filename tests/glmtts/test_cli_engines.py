@@ -60,7 +60,7 @@ def test_options_piper_does_not_take(tmp_path: Path, args: tuple[str, ...], word
 
 @pytest.mark.slow
 def test_glm_tts_from_the_command_line(tmp_path: Path, checkout) -> None:
-    home, prompt, env = checkout
+    _, prompt, env = checkout
     out = tmp_path / "clone.wav"
     done = run("synth", "If you need anything, come to Joey.", "-o", str(out), "--engine",
                "glm-tts", "--reference", str(prompt), "--reference-text", PROMPT_TEXT,

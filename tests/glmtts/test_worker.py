@@ -380,3 +380,24 @@ def test_glm_tts_standin_in_a_worker(tmp_path: Path, monkeypatch: pytest.MonkeyP
         assert "glmtts_inference" not in sys.modules  # upstream never entered the app
     finally:
         session.close()
+
+
+def test_a_worker_ends_when_the_app_is_killed() -> None:
+    """No orphans: the worker sees its socket close when the app dies (even by kill -9)."""
+    code = ("import sys, time\n"
+            f"sys.path.insert(0, {str(HERE.parents[1])!r})\n"
+            "from glmtts.worker.engine import WorkerEngine\n"
+            f"w = WorkerEngine({FAULTS!r})\n"
+            "w.load('cpu')\n"
+            "print(w.pid, flush=True)\n"
+            "time.sleep(120)\n")
+    app = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(app.stdout.readline())
+        assert psutil.pid_exists(worker)
+        app.kill()
+        app.wait(10)
+        assert _gone(worker)
+    finally:
+        if app.poll() is None:
+            app.kill()
