@@ -54,17 +54,22 @@ def _release(session: SynthesisSession) -> None:
 
 
 @st.cache_resource(scope="session", on_release=_release, show_spinner=False)
-def _session_resource() -> SynthesisSession:
-    res = app_resources()
-    return SynthesisSession(store=res.store, sampler=res.sampler,
-                            label=f"browser {uuid.uuid4().hex[:6]}")
+def _release_with_the_browser_session(key: str, _session: SynthesisSession) -> SynthesisSession:
+    """Ties ``_session`` to the browser session (Streamlit releases session-scoped resources
+    when it ends); ``key`` tells sessions apart."""
+    return _session
 
 
 def tts_session() -> SynthesisSession:
     """This browser session's synthesis session (created on first use, model not loaded;
     closed when the browser session ends)."""
-    session = _session_resource()
-    st.session_state["_tts_session"] = session  # for tests and benchmarks to find it
+    session = st.session_state.get("_tts_session")
+    if session is None:
+        res = app_resources()
+        session = SynthesisSession(store=res.store, sampler=res.sampler,
+                                   label=f"browser {uuid.uuid4().hex[:6]}")
+        st.session_state["_tts_session"] = session
+    _release_with_the_browser_session(f"{session.label} {id(session):x}", session)
     return session
 
 
