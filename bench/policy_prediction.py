@@ -46,7 +46,7 @@ import torch
 from glmtts.request import SynthesisRequest
 from glmtts.session import SynthesisSession
 from monitoring import open_store, take_snapshot
-from monitoring.policy import PendingRequest, PolicySettings, history_from_frame, predict_peak
+from monitoring.policy import history_from_frame, predict_peak
 
 SKIP = 3
 MIB = 1 << 20
@@ -107,7 +107,7 @@ def main() -> None:
     torch.set_num_threads(1)
     store = open_store(":memory:")
     session = SynthesisSession(store=store, device="cpu", label="policy-bench")
-    settings = PolicySettings()
+    settings = session.policy_settings()
     t0 = time.perf_counter()
     rows = []
     print(f"{'#':>3} {'chars':>5} {'RSS now':>8} {'pred':>8} {'upper':>8} {'meas':>8} "
@@ -116,8 +116,7 @@ def main() -> None:
         request = SynthesisRequest(text=text, seed=i)
         history = history_from_frame(store.events(session_id=session.session_id))
         snapshot = take_snapshot()
-        pending = PendingRequest(engine=session.engine_name, device="cpu",
-                                 text_chars=len(request.text), voice=request.voice)
+        pending = session.pending(request)
         scored = session.synthesis_count >= SKIP
         pred = predict_peak(snapshot, history, pending, settings) if scored else None
         record = session.synthesize(request).record

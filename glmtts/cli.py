@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     add_engine_arguments(batch)
     serve = sub.add_parser("serve", help="HTTP service: synthesis, cleanup, memory, /metrics")
-    from glmtts.service.server import add_serve_arguments
+    from service.server import add_serve_arguments
 
     add_serve_arguments(serve)
     sweep = sub.add_parser("sweep", help="measure memory and latency over KV switch x sample "
@@ -189,7 +189,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from glmtts.service.server import cmd_serve as run
+    from service.server import cmd_serve as run
 
     return run(args)
 

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -31,11 +31,17 @@ from monitoring.policy import (
     PendingRequest,
     PolicySettings,
     Recommendation,
+    lighter_request,
     recommend,
 )
 from monitoring.records import EventRecord
 
 log = logging.getLogger(__name__)
+
+#: What the policy sees of a request: its size (memory grows with the text) and the features
+#: that make one configuration (the fit, the leak trend and the switch rules go by these).
+SIZE_FEATURE = "text_chars"
+CONFIG_FEATURES = ("sample_rate", "use_kv_cache", "voice", "reference_audio")
 
 _DEVICE_LOCKS: dict[str, threading.Lock] = {}
 _DEVICE_LOCKS_GUARD = threading.Lock()
@@ -146,6 +152,8 @@ class SynthesisSession:
             engine's default (glm-tts runs in a worker, the others in this process).
         python: The worker's interpreter (None: ``$GLMTTS_PYTHON``, then the checkout's
             ``.venv``, then this one).
+        sinks: Receivers of every event record besides the store and this session's history
+            (the process's Prometheus metrics: the app and the service pass the same).
 
     With an engine in a worker, every record measures the worker: its host RSS and NVML
     figures by PID, its torch allocator over the protocol; :attr:`worker_sampler` samples it
@@ -159,11 +167,13 @@ class SynthesisSession:
                  engine_options: dict[str, Any] | None = None, device: str = "auto",
                  store: Store | None = None, sampler: Sampler | None = None,
                  label: str | None = None, policy_mode: str = "advise",
-                 isolate: bool | None = None, python: str | None = None) -> None:
+                 isolate: bool | None = None, python: str | None = None,
+                 sinks: Iterable[Callable[[EventRecord], object]] = ()) -> None:
         self.engine_name = engine
         self.engine_options = dict(engine_options or {})
         self.isolate = isolate
         self.python = python
+        self.sinks = list(sinks)
         self.engine: Engine = self._build(engine, self.engine_options)
         self.device = device
         self.store = store
@@ -197,14 +207,15 @@ class SynthesisSession:
             self.worker_sampler.stop()
             self.worker_sampler = None
         if not isinstance(engine, WorkerEngine):
-            return Tracker(sampler=self.sampler, store=self.store, session_id=self.session_id)
+            return Tracker(sampler=self.sampler, store=self.store, session_id=self.session_id,
+                           sinks=[self._remember, *self.sinks])
         probes = Probes(nvml=default_probes().nvml, pid=lambda: engine.pid,
                         allocator=engine.allocator())
         if self.sampler is not None:
             self.worker_sampler = Sampler(probes, interval_s=self.sampler.interval_s,
                                           maxlen=self.sampler.maxlen).start()
         return Tracker(probes, sampler=self.worker_sampler, store=self.store,
-                       session_id=self.session_id)
+                       session_id=self.session_id, sinks=[self._remember, *self.sinks])
 
     @property
     def loaded(self) -> bool:
@@ -231,7 +242,6 @@ class SynthesisSession:
                 start = self.engine.pop_start_s()
                 handle.set(worker_pid=self.engine.pid, worker_python=self.engine.python,
                            worker_start_s=None if start is None else round(start, 4))
-        self._remember(handle.record)
         return handle.record
 
     def _reload_for(self, request: SynthesisRequest) -> EventRecord | None:
@@ -247,11 +257,11 @@ class SynthesisSession:
             switch = self.engine.reload_for(request)
             details = dataclasses.asdict(switch) if dataclasses.is_dataclass(switch) else {}
             handle.set(weights_bytes=self.engine.model_bytes(), **details)
-        self._remember(handle.record)
         return handle.record
 
     def switch_engine(self, engine: str, engine_options: dict[str, Any] | None = None, *,
-                      isolate: bool | None = None, python: str | None = None) -> None:
+                      isolate: bool | None = None, python: str | None = None,
+                 sinks: Iterable[Callable[[EventRecord], object]] = ()) -> None:
         """Use another engine, voice, interpreter or isolation from now on (the current model
         is dropped and its worker ended, unmeasured; use :meth:`cleanup` first to measure what
         that frees).
@@ -281,13 +291,16 @@ class SynthesisSession:
         with lock:
             yield time.perf_counter() - t0
 
-    def _attempt(self, request: SynthesisRequest
+    def _attempt(self, request: SynthesisRequest, retry_of: str | None = None
                  ) -> tuple[SynthesisResult | None, EventRecord, str | None]:
         """One tracked synthesis. Returns ``(result, record, None)``, or ``(None, record,
-        error)`` on out-of-memory; any other exception propagates (its event is recorded)."""
+        error)`` on out-of-memory; any other exception propagates (its event is recorded).
+        ``retry_of``: the event this attempt retries after an out-of-memory error."""
         label = request.text if len(request.text) <= 40 else request.text[:37] + "..."
         features = {**request.features(), "engine": self.engine_name,
                     "device": self.engine.device}
+        if retry_of is not None:
+            features["retry_of"] = retry_of
         handle = self.tracker.track("synthesis", label, **features)
         try:
             with handle:
@@ -303,15 +316,10 @@ class SynthesisSession:
                 if worker:
                     handle.set(worker_pid=worker.get("pid"))
         except (MemoryError, RuntimeError) as exc:
-            self._remember(handle.record)
             if not is_out_of_memory(exc):
                 raise
             error = f"{type(exc).__name__}: {exc}"
-        except BaseException:
-            self._remember(handle.record)
-            raise
         else:
-            self._remember(handle.record)
             assert handle.record is not None
             return result, handle.record, None
         # Out of the except block: the traceback, its frames and their tensors are gone.
@@ -319,10 +327,15 @@ class SynthesisSession:
         return None, handle.record, error
 
     def lighter(self, request: SynthesisRequest) -> SynthesisRequest | None:
-        """A configuration of ``request`` that needs less memory, or None (KV cache off)."""
-        if request.use_kv_cache and self.engine.capabilities.reason("use_kv_cache") is None:
-            return dataclasses.replace(request, use_kv_cache=False)
-        return None
+        """The configuration of ``request`` that needs less memory, as the engine declares it
+        (``Capabilities.lighter``; the policy advises the same), or None."""
+        pending = self.pending(request)
+        lighter = lighter_request(pending, self.policy_settings().lighter)
+        if lighter is None:
+            return None
+        before = dict(pending.features)
+        changes = {name: value for name, value in lighter.features if before.get(name) != value}
+        return dataclasses.replace(request, **changes)
 
     def synthesize(self, request: SynthesisRequest, *, recover: bool = True) -> SynthesisOutcome:
         """Load if needed, then speak ``request``; every step measured and recorded.
@@ -355,7 +368,7 @@ class SynthesisSession:
                 used = self.lighter(request) or request
                 reload = self.ensure_loaded()
                 load = load or reload
-                result, record, error2 = self._attempt(used)
+                result, record, error2 = self._attempt(used, retry_of=record.event_id)
                 attempts.append(record)
                 change = "with the KV cache off" if used is not request else "unchanged"
                 recovery = (f"Out of memory on the first attempt ({error}). A full cleanup freed "
@@ -381,18 +394,25 @@ class SynthesisSession:
     def pending(self, request: SynthesisRequest) -> PendingRequest:
         """The policy's view of ``request`` on this session's engine (resolved values)."""
         caps = self.engine.capabilities
-        return PendingRequest.from_features(
-            {**request.features(), "engine": self.engine_name},
+        features = request.features()
+        features["sample_rate"] = request.sample_rate or caps.native_sample_rate
+        return PendingRequest(
+            engine=self.engine_name, size=features[SIZE_FEATURE],
             device=self.engine.device or self.engine.resolve_device(self.device),
-            sample_rate=request.sample_rate or caps.native_sample_rate)
+            features=tuple((name, features[name]) for name in CONFIG_FEATURES))
 
     def policy_settings(self) -> PolicySettings:
         """Policy settings for this engine: which switches make its state stale, as its
         capabilities declare, and whether a restart is possible (an engine in a worker)."""
         rules = tuple((name, level, why) for name, (level, why)
                       in self.engine.capabilities.invalidates.items())
+        caps = self.engine.capabilities
+        lighter = tuple((name, heavy, light, words)
+                        for name, (heavy, light, words) in caps.lighter.items())
         return PolicySettings(mode=self.policy_mode, switch_rules=rules,
-                              restart_available=self.engine.isolated)
+                              restart_available=self.engine.isolated,
+                              size_feature=SIZE_FEATURE, size_unit="characters",
+                              lighter=lighter)
 
     def recommend(self, request: SynthesisRequest | None = None, *, record: bool = True
                   ) -> Recommendation:
@@ -491,7 +511,6 @@ class SynthesisSession:
             result = cleanup.full(engine.unload, tracker=self.tracker)
         else:
             result = cleanup.light(tracker=self.tracker)
-        self._remember(result.event)
         self.last_cleanup = result
         return result
 

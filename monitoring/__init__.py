@@ -1,6 +1,6 @@
 """Memory observability for one process: probes, live sampler, per-event tracker, event store.
 
-Knows nothing of TTS or Streamlit. Importing it loads neither torch, pynvml nor pandas (nor its
+Knows nothing of what the model does, nor of Streamlit. Importing it loads neither torch, pynvml nor pandas (nor its
 own modules until a name is used): NVML is started on the first read, torch is only read if the
 process imported it, pandas only for queries.
 
@@ -10,9 +10,9 @@ Typical use::
     session = store.start_session("app")
     sampler = Sampler(store=store, session_id=session).start()
     tracker = Tracker(sampler=sampler, store=store, session_id=session)
-    with tracker.track("synthesis", text_chars=42) as t:
-        audio = engine.synthesize(request)
-        t.set(audio_seconds=audio.seconds)
+    with tracker.track("synthesis", size=42) as t:
+        output = model.run(work)
+        t.set(output_seconds=output.seconds)
     print(t.record.breakdown.torch_reserved.retained_bytes)
 """
 

@@ -61,3 +61,8 @@ class StoreCorruptError(StoreError):
 
 class StoreSchemaError(StoreError):
     """The database was written by a newer version of this code (unknown schema version)."""
+
+
+class SnapshotUnavailableError(MonitoringError):
+    """A CUDA memory snapshot was asked for where there is none to take (no CUDA, or CUDA not
+    initialised yet)."""

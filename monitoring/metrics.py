@@ -38,7 +38,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from monitoring.cleanup import CleanupResult
 from monitoring.probes import take_snapshot
 from monitoring.records import EventRecord
 from monitoring.snapshot import Snapshot
@@ -53,13 +52,15 @@ DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0
 PEAK_BUCKETS = tuple(float(2**n) for n in range(24, 38))
 #: Peak figures of an event reported by ``<ns>_event_peak_bytes`` (``figure`` label), when known.
 PEAK_FIGURES = ("torch_allocated", "torch_reserved", "nvml_process", "host_rss")
-#: What a cleanup frees, by ``figure`` label -> :class:`CleanupResult` property.
+#: What a cleanup frees, by ``figure`` label -> the Snapshot field it is read from.
 FREED_FIGURES = {
-    "torch_allocated": "torch_allocated_freed_bytes",
-    "torch_reserved": "torch_reserved_freed_bytes",
-    "nvml_process": "nvml_process_freed_bytes",
-    "host_rss": "host_rss_freed_bytes",
+    "torch_allocated": "torch_allocated_bytes",
+    "torch_reserved": "torch_reserved_bytes",
+    "nvml_process": "nvml_process_used_bytes",
+    "host_rss": "host_rss_bytes",
 }
+#: Cleanup levels counted (a level a record names beyond these is counted too).
+CLEANUP_LEVELS = ("light", "full", "restart")
 
 # Snapshot field -> (metric suffix, help). Torch allocator figures: the one device the probes
 # watch (the process's current CUDA device).
@@ -271,15 +272,18 @@ class MemoryMetrics:
                 self._events.labels(kind, outcome)
             self._duration.labels(kind)
             self._ooms.labels(kind)
-        for level in ("light", "full"):
+        for level in CLEANUP_LEVELS:
             self._cleanups.labels(level)
         for result in ("recovered", "failed"):
             self._recoveries.labels(result)
 
     # ---------------------------------------------------------------------------- observing
     def observe(self, record: EventRecord) -> bool:
-        """Count one tracked event, its duration and peaks. Idempotent per ``event_id``
-        (a record observed twice counts once). Returns whether it was new."""
+        """Count one tracked event, its duration and peaks; for a cleanup also its level and
+        what it freed per figure; for a retry (feature ``retry_of``: the event it retries after
+        an out-of-memory error) whether it recovered. Everything comes from the record, so this
+        is a tracker sink. Idempotent per ``event_id`` (a record observed twice counts once).
+        Returns whether it was new."""
         with self._lock:
             if record.event_id in self._seen:
                 return False
@@ -297,25 +301,19 @@ class MemoryMetrics:
                 self._peak.labels(record.kind, figure).observe(float(value))
         if record.oom:
             self._ooms.labels(record.kind).inc()
+        if record.kind == "cleanup":
+            self._count_cleanup(record)
+        if record.features.get("retry_of"):
+            self._recoveries.labels("recovered" if record.ok else "failed").inc()
         return True
 
-    def observe_cleanup(self, result: CleanupResult) -> None:
-        """Count a cleanup (its event included) and what it freed, per figure."""
-        self.observe(result.event)
-        self._cleanups.labels(result.level).inc()
-        for figure, prop in FREED_FIGURES.items():
-            freed = getattr(result, prop)
-            if freed is not None:
-                self._freed.labels(result.level, figure).inc(max(freed, 0))
-
-    def observe_oom(self, kind: str, count: int = 1) -> None:
-        """Count out-of-memory failures whose records the caller does not have."""
-        self._events.labels(kind, "oom").inc(count)
-        self._ooms.labels(kind).inc(count)
-
-    def observe_recovery(self, recovered: bool) -> None:
-        """Count one retry after an out-of-memory error."""
-        self._recoveries.labels("recovered" if recovered else "failed").inc()
+    def _count_cleanup(self, record: EventRecord) -> None:
+        level = str(record.features.get("level") or record.label or "unknown")
+        self._cleanups.labels(level).inc()
+        for figure, name in FREED_FIGURES.items():
+            before, after = getattr(record.before, name), getattr(record.after, name)
+            if before is not None and after is not None:
+                self._freed.labels(level, figure).inc(max(before - after, 0))
 
     # ---------------------------------------------------------------------------- exposing
     def exposition(self) -> bytes:

@@ -140,7 +140,7 @@ class EventRecord:
         before: Reading when the body started (after the peaks were reset).
         after: Reading when it ended.
         peaks: Largest values during the body.
-        features: What the caller attached (request features and results such as audio seconds).
+        features: What the caller attached (request features and results such as output seconds).
         error_type: Qualified name of the exception that escaped the body, or None.
         error_message: Its message, or None.
         oom: Whether that exception was an out-of-memory error (:func:`is_out_of_memory`).

@@ -23,6 +23,7 @@ from monitoring.probes import PeakReset, Probes, default_probes
 from monitoring.records import EVENT_KINDS, EventRecord, Peaks, is_out_of_memory
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
     from types import TracebackType
 
     from monitoring.sampler import Sampler, WindowPeaks
@@ -113,7 +114,7 @@ class TrackHandle:
         self._t0 = 0.0
 
     def set(self, **features: Any) -> None:
-        """Attach results or details (e.g. ``audio_seconds=2.1``) to the event's features."""
+        """Attach results or details (e.g. ``output_seconds=2.1``) to the event's features."""
         self.features.update(features)
 
     def __enter__(self) -> Self:
@@ -177,6 +178,9 @@ class Tracker:
         sampler: Running sampler for NVML peaks and timeline markers, or None.
         store: Where records go (each committed at once), or None.
         session_id: Store session of the records.
+        sinks: Further receivers of every finished record, in order, after the store (e.g.
+            the Prometheus metrics' ``observe``, a session's in-memory history). A sink that
+            raises is logged once and never fails the tracked event.
     """
 
     def __init__(
@@ -186,11 +190,13 @@ class Tracker:
         sampler: Sampler | None = None,
         store: Store | None = None,
         session_id: str | None = None,
+        sinks: Iterable[Callable[[EventRecord], object]] = (),
     ) -> None:
         self.probes = probes if probes is not None else default_probes()
         self.sampler = sampler
         self.store = store
         self.session_id = session_id
+        self.sinks = list(sinks)
         self._once = LogOnce(_log)
 
     def track(
@@ -212,12 +218,19 @@ class Tracker:
         return TrackHandle(self, kind, label, dict(features), releasable=releasable)
 
     def _save(self, handle: TrackHandle) -> None:
-        if self.store is None or handle.record is None:
+        record = handle.record
+        if record is None:
             return
-        try:
-            self.store.add_event(handle.record)
-        except StoreError as err:
-            handle.store_error = err
-            self._once.log("store", logging.WARNING, "event not stored: %s", err)
-        else:
-            self._once.clear("store")
+        if self.store is not None:
+            try:
+                self.store.add_event(record)
+            except StoreError as err:
+                handle.store_error = err
+                self._once.log("store", logging.WARNING, "event not stored: %s", err)
+            else:
+                self._once.clear("store")
+        for sink in self.sinks:
+            try:
+                sink(record)
+            except Exception as err:  # a sink must never fail the event  # noqa: BLE001
+                self._once.log(f"sink {sink!r}", logging.WARNING, "event sink failed: %s", err)

@@ -1,9 +1,9 @@
 import pandas as pd
 import streamlit as st
 
-from glmtts.service.snapshots import MemoryHistory, snapshot_filename
-from glmtts.service.snapshots import unavailable_reason as snapshot_unavailable
 from monitoring import charts
+from monitoring.allocator_history import MemoryHistory, snapshot_filename
+from monitoring.allocator_history import unavailable_reason as snapshot_unavailable
 from ui import frame
 from ui.format import fmt_bytes
 from ui.sidebar import current_snapshot

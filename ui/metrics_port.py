@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from glmtts.service.runtime import METRICS_NAMESPACE, process_models
+from glmtts.telemetry import new_metrics
 from monitoring.metrics import MemoryMetrics
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,8 @@ class MetricsPort:
 
     Attributes:
         port: TCP port on 127.0.0.1.
-        metrics: Its metrics; sessions may feed events to it (``metrics.observe(record)``).
+        metrics: Its metrics; every synthesis session of the app feeds its events to it
+            (``metrics.observe`` is a sink of their trackers).
         server: The HTTP server (``server.shutdown()`` stops it).
         thread: Its daemon thread.
     """
@@ -90,7 +91,7 @@ def start_metrics_port(port: int | None = None) -> MetricsPort | None:
             return None
         from prometheus_client import start_http_server
 
-        metrics = MemoryMetrics(METRICS_NAMESPACE, models=process_models)
+        metrics = new_metrics()
         try:
             server, thread = start_http_server(wanted, addr=ADDRESS, registry=metrics.registry)
         except OSError as exc:

@@ -11,6 +11,7 @@ import streamlit as st
 
 from glmtts.session import SynthesisSession
 from monitoring import Sampler, Store, open_store
+from ui import metrics_port
 
 #: Widgets whose values must survive page switches and cleanups. Streamlit drops the state of
 #: widgets that a run does not draw, so each full run copies these values into shadow keys
@@ -66,8 +67,10 @@ def tts_session() -> SynthesisSession:
     session = st.session_state.get("_tts_session")
     if session is None:
         res = app_resources()
+        port = metrics_port.running()  # the side port counts what every session does
         session = SynthesisSession(store=res.store, sampler=res.sampler,
-                                   label=f"browser {uuid.uuid4().hex[:6]}")
+                                   label=f"browser {uuid.uuid4().hex[:6]}",
+                                   sinks=[port.metrics.observe] if port else [])
         st.session_state["_tts_session"] = session
     _release_with_the_browser_session(f"{session.label} {id(session):x}", session)
     return session

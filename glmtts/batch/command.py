@@ -65,8 +65,8 @@ def cmd_batch(args: argparse.Namespace, out: TextIO | None = None) -> int:
     from glmtts.batch.tasks import load_tasks
     from glmtts.device import resolve_device
     from glmtts.errors import DeviceUnavailableError
-    from glmtts.service.shutdown import GracefulShutdown, ShutdownRequested
     from glmtts.session import SynthesisSession
+    from glmtts.shutdown import GracefulShutdown, ShutdownRequested
     from monitoring import open_store
 
     out = out or sys.stdout

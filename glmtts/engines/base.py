@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -31,6 +32,9 @@ class Capabilities:
         reasons: For each knob *not* honoured, one line saying why (shown next to the disabled
             widget).
         speech: False for engines whose audio is not speech (memory twins).
+        lighter: For each request feature whose change makes a request need less memory
+            without changing what is said: ``(heavy value, light value, words)``; the session
+            retries an out-of-memory request that way, and the policy advises it in ``words``.
         invalidates: For each request feature whose change between two syntheses makes state
             the engine holds stale: ``(cleanup level, why)``, the level being ``none`` (the
             engine handles the switch itself), ``light``, ``full`` or ``restart``. The policy
@@ -43,6 +47,7 @@ class Capabilities:
     reasons: dict[str, str] = field(default_factory=dict)
     speech: bool = True
     invalidates: dict[str, tuple[str, str]] = field(default_factory=dict)
+    lighter: dict[str, tuple[Any, Any, str]] = field(default_factory=dict)
 
     def reason(self, knob: str) -> str | None:
         """Why ``knob`` is ignored, or None when it is honoured."""
@@ -52,20 +57,28 @@ class Capabilities:
 
     def to_dict(self) -> dict[str, Any]:
         """As JSON values (an engine worker sends its engine's capabilities this way)."""
-        return {"native_sample_rate": self.native_sample_rate,
+        extra = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                 if f.name not in _BASE_FIELDS}  # a subclass's own fields, for reading
+        return {**extra, "native_sample_rate": self.native_sample_rate,
                 "sample_rates": list(self.sample_rates), "honours": sorted(self.honours),
                 "reasons": dict(self.reasons), "speech": self.speech,
-                "invalidates": {k: list(v) for k, v in self.invalidates.items()}}
+                "invalidates": {k: list(v) for k, v in self.invalidates.items()},
+                "lighter": {k: list(v) for k, v in self.lighter.items()}}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Capabilities:
-        """The inverse of :meth:`to_dict`."""
+        """The inverse of :meth:`to_dict` (a subclass's own fields are dropped)."""
         return cls(native_sample_rate=int(data["native_sample_rate"]),
                    sample_rates=tuple(int(r) for r in data["sample_rates"]),
                    honours=frozenset(data["honours"]), reasons=dict(data.get("reasons", {})),
                    speech=bool(data.get("speech", True)),
                    invalidates={k: (str(v[0]), str(v[1]))
-                                for k, v in data.get("invalidates", {}).items()})
+                                for k, v in data.get("invalidates", {}).items()},
+                   lighter={k: (v[0], v[1], str(v[2]))
+                            for k, v in data.get("lighter", {}).items()})
+
+
+_BASE_FIELDS = frozenset(f.name for f in dataclasses.fields(Capabilities))
 
 
 class Engine(ABC):

@@ -49,3 +49,26 @@ def test_import_is_light(run_python: RunPython) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
+
+
+#: Words of the TTS side that the generic layer must not know (engines declare what it needs).
+TTS_WORDS = ("tts", "glm", "piper", "voice", "speech", "kv cache", "kv_cache", "sample rate",
+             "sample_rate", "reference audio", "reference_audio", "vocoder", "phoneme",
+             "text_chars", "audio")
+
+
+def test_monitoring_names_no_tts() -> None:
+    """monitoring/ is generic memory observability: nothing in it (code, docstrings, sentences
+    the policy writes) names TTS; switch rules, the lighter request and the size feature come
+    from the caller (the engines' capabilities)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "monitoring"
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            for word in TTS_WORDS:
+                if re.search(rf"(?<![a-z]){re.escape(word)}(?![a-z])", line.lower()):
+                    found.append(f"{path.relative_to(root.parent)}:{number}: {word}")
+    assert not found, "\n".join(found)

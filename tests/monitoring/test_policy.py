@@ -25,7 +25,6 @@ from monitoring.policy import (
     PendingRequest,
     PolicySettings,
     Recommendation,
-    fmt_bytes,
     history_from_frame,
     history_from_records,
     lighter_request,
@@ -34,7 +33,21 @@ from monitoring.policy import (
     should_act,
 )
 from monitoring.snapshot import Snapshot
+from monitoring.units import fmt_bytes
 
+
+def _helper():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "monitoring_tests_tts_view", Path(__file__).with_name("tts_view.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_view = _helper()
+make_pending, settings, KV_LIGHTER = _view.pending, _view.settings, _view.KV_LIGHTER
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "policy"
 MiB, GiB = 1 << 20, 1 << 30
 A10G_TOTAL = 23028 * MiB
@@ -215,9 +228,9 @@ def run_case(case: Case) -> Recommendation:
         rows = rows[slice(*case.history_slice)]
     rows += list(case.append)
     snapshot = Snapshot(monotonic_s=0.0, wall_s=0.0, **{**data["snapshot"], **case.snapshot})
-    pending = None if case.pending is None else PendingRequest(**case.pending)
+    pending = None if case.pending is None else make_pending(**case.pending)
     return recommend(snapshot, history_from_frame(pd.DataFrame(rows)), pending,
-                     PolicySettings(**case.settings))
+                     settings(**case.settings))
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -270,8 +283,9 @@ def test_kv_cache_on_is_predicted_to_cost_more() -> None:
     data = load_trace("gpu_a10g_kv")
     snapshot = Snapshot(monotonic_s=0.0, wall_s=0.0, **data["snapshot"])
     history = history_from_frame(pd.DataFrame(data["history"]))
-    on = predict_peak(snapshot, history, PendingRequest(**GLM, text_chars=100, use_kv_cache=True))
-    off = predict_peak(snapshot, history, PendingRequest(**GLM, text_chars=100))
+    on = predict_peak(snapshot, history, make_pending(**GLM, text_chars=100, use_kv_cache=True),
+                      settings())
+    off = predict_peak(snapshot, history, make_pending(**GLM, text_chars=100), settings())
     assert on is not None and off is not None
     assert on.scope == off.scope == "configuration"
     assert on.peak_bytes > off.peak_bytes + 0.8e9  # ~1.2 GB vs ~0.35 GB at this length
@@ -281,9 +295,11 @@ def test_kv_cache_on_is_predicted_to_cost_more() -> None:
 def test_thin_history_widens_the_upper_bound() -> None:
     data = load_trace("gpu_a10g_kv")
     snapshot = Snapshot(monotonic_s=0.0, wall_s=0.0, **data["snapshot"])
-    pending = PendingRequest(**GLM, text_chars=120, use_kv_cache=True)
-    thin = predict_peak(snapshot, history_from_frame(pd.DataFrame(data["history"][:5])), pending)
-    rich = predict_peak(snapshot, history_from_frame(pd.DataFrame(data["history"])), pending)
+    pending = make_pending(**GLM, text_chars=120, use_kv_cache=True)
+    thin = predict_peak(snapshot, history_from_frame(pd.DataFrame(data["history"][:5])), pending,
+                        settings())
+    rich = predict_peak(snapshot, history_from_frame(pd.DataFrame(data["history"])), pending,
+                        settings())
     assert thin is not None and rich is not None
     assert thin.thin and not rich.thin
     assert thin.peak_upper_bytes >= 1.5 * thin.peak_bytes
@@ -294,8 +310,8 @@ def test_unseen_configuration_borrows_from_the_engine_with_the_margin() -> None:
     data = load_trace("gpu_a10g_cache_levels")
     snapshot = Snapshot(monotonic_s=0.0, wall_s=0.0, **data["snapshot"])
     history = history_from_frame(pd.DataFrame(data["history"]))
-    pred = predict_peak(snapshot, history, PendingRequest(**GLM | {"sample_rate": 32000},
-                                                          text_chars=60))
+    pred = predict_peak(snapshot, history, make_pending(**GLM | {"sample_rate": 32000},
+                                                          text_chars=60), settings())
     assert pred is not None and pred.scope == "engine" and pred.thin
 
 
@@ -323,7 +339,7 @@ def test_auto_acts_only_on_required_actions() -> None:
     impossible = next(c for c in CASES if c.id == "gpu-nothing-makes-room")
     rec = run_case(impossible)
     assert rec.urgency == "required" and not should_act(rec, "auto")  # nothing to run
-    assert rec.lighter == PendingRequest(**GLM, text_chars=600, use_kv_cache=False)
+    assert rec.lighter == make_pending(**GLM, text_chars=600, use_kv_cache=False)
     with pytest.raises(ValueError, match="mode"):
         should_act(rec, "sometimes")
 
@@ -340,26 +356,26 @@ def test_settings_are_validated() -> None:
 # ----------------------------------------------------------------------------- requests
 
 
-def test_lighter_request_turns_the_kv_cache_off() -> None:
-    heavy = PendingRequest(**GLM, text_chars=300, use_kv_cache=True)
-    assert lighter_request(heavy) == dataclasses.replace(heavy, use_kv_cache=False)
-    assert lighter_request(PendingRequest(**GLM, text_chars=300)) is None
+def test_lighter_request_applies_what_the_engine_declares() -> None:
+    heavy = make_pending(**GLM, text_chars=300, use_kv_cache=True)
+    assert lighter_request(heavy, KV_LIGHTER) == make_pending(**GLM, text_chars=300)
+    assert lighter_request(make_pending(**GLM, text_chars=300), KV_LIGHTER) is None
+    assert lighter_request(heavy, ()) is None  # an engine that declares nothing lighter
 
 
-def test_pending_request_from_recorded_features() -> None:
-    features = {"text_chars": 42, "sample_rate": 22050, "use_kv_cache": False, "seed": 7,
-                "sampling_method": "ras", "speed": 1.0, "voice": None, "reference_audio": None}
-    pending = PendingRequest.from_features(features, engine="piper", device="cpu")
-    assert (pending.engine, pending.text_chars, pending.sample_rate) == ("piper", 42, 22050)
-    assert dict(pending.extra) == {"sampling_method": "ras", "speed": 1.0}
-    assert pending.features()["speed"] == 1.0
-    with pytest.raises(ValueError, match="text_chars"):
-        PendingRequest(engine="piper", text_chars=-1)
+def test_pending_request_is_generic() -> None:
+    work = PendingRequest(engine="any", size=42, device="cpu",
+                          features=(("b", 2), ("a", 1), ("unhashable", [1])))
+    assert work.features == (("a", 1), ("b", 2))  # sorted; unhashable values left out
+    assert work.feature_map() == {"a": 1, "b": 2, "engine": "any", "device": "cpu"}
+    assert work.with_features({"a": 3}).feature_map()["a"] == 3
+    with pytest.raises(ValueError, match="size"):
+        PendingRequest(engine="any", size=-1)
 
 
 def test_fmt_bytes() -> None:
     assert fmt_bytes(9.1 * GiB) == "9.1 GiB"
-    assert fmt_bytes(512 * MiB) == "512 MiB"
+    assert fmt_bytes(512 * MiB) == "512 MiB"  # the one formatter (monitoring.units)
     assert fmt_bytes(62_601_836) == "59.7 MiB"
     assert fmt_bytes(-3 * 1024) == "-3.0 KiB"
     assert fmt_bytes(12) == "12 B"
@@ -419,6 +435,6 @@ def test_history_is_not_modified() -> None:
     history = history_from_frame(pd.DataFrame(data["history"]))
     copy = [dataclasses.replace(e, features=dict(e.features)) for e in history]
     snapshot = Snapshot(monotonic_s=0.0, wall_s=0.0, **data["snapshot"])
-    recommend(snapshot, history, PendingRequest(**GLM, text_chars=60))
+    recommend(snapshot, history, make_pending(**GLM, text_chars=60))
     assert history == copy
     assert isinstance(history[0], HistoryEvent)

@@ -12,8 +12,6 @@ import pytest
 
 from monitoring.policy import (
     HistoryEvent,
-    PendingRequest,
-    PolicySettings,
     Recommendation,
     recommend,
     should_act,
@@ -21,6 +19,19 @@ from monitoring.policy import (
 from monitoring.records import Change
 from monitoring.snapshot import Snapshot
 
+
+def _helper():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "monitoring_tests_tts_view_replay", Path(__file__).with_name("tts_view.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_view = _helper()
 MiB = 1 << 20
 GB = 10**9
 LENGTHS = tuple(range(50, 1001, 50))  # 20 texts, 50 to 1000 characters
@@ -161,9 +172,9 @@ class Replay:
 def replay(mode: str) -> Replay:
     """Speak every text of :data:`LENGTHS` once, asking the policy first (a session's loop)."""
     gpu, history, recs = SimulatedGpu(), [], []
-    settings = PolicySettings(mode=mode)
+    settings = _view.settings(mode=mode)
     for chars in LENGTHS:
-        pending = PendingRequest(**ENGINE, text_chars=chars, use_kv_cache=True)
+        pending = _view.pending(**ENGINE, text_chars=chars, use_kv_cache=True)
         rec = recommend(gpu.snapshot(), history, pending, settings)
         recs.append(rec)
         if should_act(rec):

@@ -7,10 +7,10 @@ import warnings
 
 import pytest
 
-from glmtts.service.app import create_app
-from glmtts.service.errors import ServiceConfigError
-from glmtts.service.runtime import Service
-from glmtts.service.settings import ServiceSettings, is_loopback, token_from_env
+from service.app import create_app
+from service.errors import ServiceConfigError
+from service.runtime import Service
+from service.settings import ServiceSettings, is_loopback, token_from_env
 
 with warnings.catch_warnings():  # "use httpx2": the test client still works with httpx
     warnings.filterwarnings("ignore", message="Using `httpx`", category=UserWarning)

@@ -92,10 +92,11 @@ def test_events_cleanups_and_recoveries_are_counted() -> None:
     from monitoring import cleanup
 
     result = cleanup.light(tracker=tracker)
-    metrics.observe_cleanup(result)
-    metrics.observe_recovery(True)
+    metrics.observe(result.event)
+    retry = dataclasses.replace(record, event_id="retry", features={"retry_of": "other"})
+    metrics.observe(retry)
     values = samples(metrics)
-    assert values[("t_events_total", (("kind", "synthesis"), ("outcome", "ok")))] == 1
+    assert values[("t_events_total", (("kind", "synthesis"), ("outcome", "ok")))] == 2
     assert values[("t_events_total", (("kind", "synthesis"), ("outcome", "oom")))] == 1
     assert values[("t_out_of_memory_total", (("kind", "synthesis"),))] == 1
     assert values[("t_events_total", (("kind", "cleanup"), ("outcome", "ok")))] == 1
@@ -103,7 +104,7 @@ def test_events_cleanups_and_recoveries_are_counted() -> None:
     assert values[("t_cleanup_freed_bytes_total", (("figure", "host_rss"), ("level", "light")))
                   ] >= 0
     assert values[("t_oom_recoveries_total", (("result", "recovered"),))] == 1
-    assert values[("t_event_duration_seconds_count", (("kind", "synthesis"),))] == 2
+    assert values[("t_event_duration_seconds_count", (("kind", "synthesis"),))] == 3
 
 
 def test_two_registries_do_not_clash() -> None:

@@ -115,7 +115,7 @@ def test_refuses_a_public_address_without_a_token(tmp_path) -> None:
 
 HELPER = textwrap.dedent("""
     import json, sys, time
-    from glmtts.service.shutdown import GracefulShutdown
+    from glmtts.shutdown import GracefulShutdown
     interrupt = sys.argv[1] == "interrupt"
     done, step = [], -1
     with GracefulShutdown(interrupt=interrupt) as stop:

@@ -6,8 +6,8 @@ import pickle
 
 import pytest
 
-from glmtts.service.errors import SnapshotUnavailableError
-from glmtts.service.snapshots import MemoryHistory, snapshot_filename, unavailable_reason
+from monitoring.allocator_history import MemoryHistory, snapshot_filename, unavailable_reason
+from monitoring.errors import SnapshotUnavailableError
 
 
 def test_without_cuda_it_says_why() -> None:

@@ -158,3 +158,34 @@ def test_sidebar_recommends_and_auto_mode_acts(app) -> None:
     assert session.policy_mode == "auto"
     _synthesize(app, "Auto mode on, and it still speaks.")
     assert len(app.get("audio")) == 1
+
+
+def test_the_side_port_counts_what_the_browser_does(open_app) -> None:
+    """The app's /metrics side port counts syntheses and cleanups made on the page (the
+    tracker gives every record to the metrics, as in the HTTP service)."""
+    import socket
+
+    import httpx
+
+    from ui import metrics_port
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    metrics_port.stop_metrics_port()
+    exporter = metrics_port.start_metrics_port(port)
+    assert exporter is not None
+    try:
+        app = open_app()
+        _synthesize(app)
+        app.button(key="cleanup_button").click().run()
+        assert not app.exception, app.exception
+        text = httpx.get(exporter.url, timeout=10).text
+        lines = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+                 for line in text.splitlines() if line and not line.startswith("#")}
+        assert lines['glmtts_events_total{kind="synthesis",outcome="ok"}'] >= 1
+        assert lines['glmtts_events_total{kind="load",outcome="ok"}'] >= 1
+        assert lines['glmtts_cleanups_total{level="full"}'] >= 1
+        assert lines['glmtts_cleanup_freed_bytes_total{figure="host_rss",level="full"}'] > 0
+    finally:
+        metrics_port.stop_metrics_port()

@@ -254,6 +254,9 @@ class GlmTtsEngine(Engine):
                          "named voices",
                 "speed": "upstream GLM-TTS has no speaking-rate control",
             },
+            lighter={"use_kv_cache": (True, False, "turn the KV cache off (later segments "
+                                                   "are then prompted without the earlier "
+                                                   "ones)")},
             invalidates={
                 "sample_rate": ("none", "the engine swaps only the vocoder and resets "
                                         "upstream's mel filter bank and Hann window itself "

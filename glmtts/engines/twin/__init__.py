@@ -138,6 +138,7 @@ class TwinEngine(Engine):
             reasons={"voice": "the twin has no named voices: it sizes its prompt from the "
                               "reference recording"},
             speech=False,
+            lighter={"use_kv_cache": (True, False, "turn the KV cache off")},
             attention_cache=self.attention_cache,
             attention_cache_bytes_per_token=self.config.attention_cache_bytes_per_token(
                 self.dtype),

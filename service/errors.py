@@ -1,4 +1,5 @@
-"""Typed errors of the service package (all :class:`~glmtts.errors.GlmTtsError`)."""
+"""Typed errors of the service package (all :class:`~glmtts.errors.GlmTtsError`; a memory
+snapshot that cannot be taken is :class:`monitoring.errors.SnapshotUnavailableError`)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,6 @@ from glmtts.errors import GlmTtsError
 
 class ServiceConfigError(GlmTtsError):
     """The service cannot start with these settings (e.g. a public address without a token)."""
-
-
-class SnapshotUnavailableError(GlmTtsError):
-    """A CUDA memory snapshot was asked for where there is none to take (no CUDA, or CUDA not
-    initialised yet)."""
 
 
 class BusyError(GlmTtsError):

@@ -30,13 +30,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from glmtts.errors import GlmTtsError, InvalidRequestError, OutOfMemoryError
 from glmtts.request import SynthesisRequest
-from glmtts.service import schemas
-from glmtts.service.errors import BusyError, SnapshotUnavailableError
-from glmtts.service.middleware import BodyLimit, BodyTooLargeError, TokenAuth
-from glmtts.service.runtime import Service, new_synthesis_id, policy_available
-from glmtts.service.snapshots import MEDIA_TYPE as SNAPSHOT_MEDIA_TYPE
-from glmtts.service.snapshots import snapshot_filename
 from glmtts.session import SynthesisOutcome, loaded_models
+from monitoring.allocator_history import MEDIA_TYPE as SNAPSHOT_MEDIA_TYPE
+from monitoring.allocator_history import snapshot_filename
+from monitoring.errors import SnapshotUnavailableError
+from service import schemas
+from service.errors import BusyError
+from service.middleware import BodyLimit, BodyTooLargeError, TokenAuth
+from service.runtime import Service, new_synthesis_id
 
 log = logging.getLogger(__name__)
 
@@ -446,16 +447,11 @@ def create_app(service: Service) -> FastAPI:
     def memory() -> dict[str, Any]:
         snapshot = service.snapshot()
         recommendation, note = None, None
-        if not policy_available():
-            note = "monitoring.policy is not installed in this checkout"
-        else:
-            try:
-                rec = service.recommendation(snapshot)
-            except Exception as exc:  # optional component: its failure must not cost /memory
-                log.exception("the policy failed")
-                note = f"the policy failed: {type(exc).__name__}: {exc}"
-            else:
-                recommendation = _recommendation_json(rec)
+        try:
+            recommendation = _recommendation_json(service.recommendation(snapshot))
+        except Exception as exc:  # advice must never cost /v1/memory its figures
+            log.exception("the policy failed")
+            note = f"the policy failed: {type(exc).__name__}: {exc}"
         store = service.store
         return {
             "snapshot": snapshot.to_dict(),
@@ -480,7 +476,7 @@ def create_app(service: Service) -> FastAPI:
     def memory_snapshot() -> Response:
         history = service.history
         if history is None:
-            from glmtts.service.snapshots import MemoryHistory
+            from monitoring.allocator_history import MemoryHistory
 
             history = MemoryHistory()
         data = history.snapshot_bytes()

@@ -8,14 +8,14 @@ current segments and that ring; drop the file on https://pytorch.org/memory_viz 
 code holds which block. Events recorded inside :meth:`MemoryHistory.tagged` carry its label
 (``_set_memory_metadata``, per thread), e.g. the synthesis id.
 
-No Streamlit and no HTTP here: the service's ``GET /v1/memory/snapshot`` and the Monitor page's
-download both use :class:`MemoryHistory`. torch is imported only when a method needs it, and
-nothing here creates a CUDA context unless :meth:`MemoryHistory.start` is called on CUDA.
+Generic allocator monitoring (no Streamlit, no HTTP, nothing of the model): the service's
+``GET /v1/memory/snapshot`` and the Monitor page's download both use :class:`MemoryHistory`.
+torch is never imported here (only read from ``sys.modules``), and nothing here creates a CUDA
+context unless :meth:`MemoryHistory.start` is called on CUDA.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import pickle
 import sys
@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
-from glmtts.service.errors import SnapshotUnavailableError
+from monitoring.errors import SnapshotUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +36,20 @@ MEDIA_TYPE = "application/octet-stream"
 
 
 def _torch() -> ModuleType:
-    return sys.modules.get("torch") or importlib.import_module("torch")
+    """The torch this process imported (monitoring never imports it: a process that has not
+    imported torch holds no CUDA allocator to record)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        raise SnapshotUnavailableError("memory snapshots need CUDA, and this process has not "
+                                       "imported torch")
+    return torch
 
 
 def unavailable_reason() -> str | None:
     """Why no memory snapshot can be taken in this process, or None when it can."""
-    torch = _torch()
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return "memory snapshots need CUDA, and this process has not imported torch"
     if not torch.cuda.is_available():
         return ("memory snapshots need CUDA: this process runs without a GPU (torch reports "
                 "CUDA unavailable), so there is no CUDA caching allocator to record")

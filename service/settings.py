@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from glmtts.request import MAX_TEXT_CHARS
-from glmtts.service.errors import ServiceConfigError
+from service.errors import ServiceConfigError
 
 #: Environment variable holding the access token (``--token`` wins over it).
 TOKEN_ENV = "GLMTTS_TOKEN"

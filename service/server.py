@@ -13,7 +13,8 @@ import logging
 import os
 import threading
 
-from glmtts.service.settings import (
+from glmtts.shutdown import GracefulShutdown
+from service.settings import (
     DEFAULT_HOST,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_PENDING,
@@ -24,7 +25,6 @@ from glmtts.service.settings import (
     ServiceSettings,
     token_from_env,
 )
-from glmtts.service.shutdown import GracefulShutdown
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +107,8 @@ def serve(settings: ServiceSettings) -> int:
     settings.check()
     import uvicorn
 
-    from glmtts.service.app import create_app
-    from glmtts.service.runtime import Service
+    from service.app import create_app
+    from service.runtime import Service
 
     with GracefulShutdown(interrupt=True) as stop:
         service = Service(settings)

@@ -1,0 +1,28 @@
+"""What this process tells Prometheus, in one place: the metric namespace, the models every
+session holds, and the process's one :class:`~monitoring.metrics.MemoryMetrics`.
+
+The app (its side port) and the HTTP service both build their metrics here and hand
+``metrics.observe`` to every synthesis session as an event sink, so both count the same events
+the same way: the tracker gives each finished record to the store, the session's history and
+the metrics, and nothing keeps a second history.
+"""
+
+from __future__ import annotations
+
+from monitoring.metrics import MemoryMetrics, ModelInfo
+
+#: Namespace of every metric the app and the service export (``glmtts_host_rss_bytes``...).
+METRICS_NAMESPACE = "glmtts"
+
+
+def process_models() -> list[ModelInfo]:
+    """Every model this process holds (all sessions), for the metrics."""
+    from glmtts.session import loaded_models
+
+    return [ModelInfo(m.engine, m.device, m.weights_bytes) for m in loaded_models()]
+
+
+def new_metrics() -> MemoryMetrics:
+    """Metrics of this process: memory gauges read at scrape time, the models held, and event
+    counters fed by :meth:`MemoryMetrics.observe` (a tracker sink)."""
+    return MemoryMetrics(METRICS_NAMESPACE, models=process_models)
