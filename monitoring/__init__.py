@@ -1,8 +1,8 @@
 """Memory observability for one process: probes, live sampler, per-event tracker, event store.
 
-Knows nothing of what the model does, nor of Streamlit. Importing it loads neither torch, pynvml nor pandas (nor its
-own modules until a name is used): NVML is started on the first read, torch is only read if the
-process imported it, pandas only for queries.
+Knows nothing of what the model does, nor of Streamlit. Importing it loads neither torch,
+pynvml nor pandas (nor its own modules until a name is used): NVML is started on the first
+read, torch is only read if the process imported it, pandas only for queries.
 
 Typical use::
 

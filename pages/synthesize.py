@@ -6,10 +6,11 @@ import streamlit as st
 from glmtts.audio import wav_bytes
 from glmtts.errors import GlmTtsError
 from glmtts.reference_audio import ReferenceAudioError, load_reference, supported_formats
-from glmtts.request import MAX_TEXT_CHARS, SAMPLING_METHODS, SPEED_RANGE, SynthesisRequest
+from glmtts.request import MAX_TEXT_CHARS, SAMPLING_METHODS, SPEED_RANGE
 from ui import frame
 from ui.cards import memory_card
 from ui.engine_choice import engine_choice
+from ui.request_form import request_from_form
 from ui.state import tts_session
 
 frame.begin()
@@ -93,19 +94,7 @@ with st.expander("Advanced settings"):
 if st.button("Synthesize", key="synthesize", type="primary",
              disabled=blocked is not None):
     try:
-        request = SynthesisRequest(
-            text=st.session_state.get("text", ""),
-            voice=session.engine_options.get("voice"),
-            reference_audio=(st.session_state.get("_ref_audio_path")
-                             if ref_reason is None else None),
-            reference_text=st.session_state.get("ref_text") if ref_reason is None else None,
-            sample_rate=int(st.session_state["sample_rate"]),
-            use_kv_cache=bool(st.session_state.get("use_kv_cache", False)),
-            seed=int(st.session_state["seed"]) if st.session_state.get("fixed_seed", True)
-            else None,
-            sampling_method=st.session_state.get("sampling_method", "ras"),
-            speed=float(st.session_state.get("speed", 1.0)),
-        )
+        request = request_from_form(session)  # the sidebar advised on this same request
         with st.spinner("Synthesizing…" if session.loaded else "Loading the model, then "
                                                                 "synthesizing…"):
             outcome = session.synthesize(request)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import streamlit as st
 
 from glmtts.device import cuda_unavailable_reason
-from glmtts.errors import GlmTtsError
-from glmtts.request import SynthesisRequest
 from glmtts.session import CleanupOption, loaded_models
 from monitoring import Snapshot, take_snapshot
 from monitoring.policy import MODES, Recommendation
 from ui.format import fmt_bytes, fmt_seconds
+from ui.request_form import pending_request
 from ui.state import app_resources, tts_session
 
 CLEANUP_LEVELS = {
@@ -118,17 +117,6 @@ MODE_HELP = {
 _BOX = {"info": st.info, "advised": st.warning, "required": st.error}
 
 
-def _pending_request() -> SynthesisRequest | None:
-    """The request the Synthesize form would send now, or None when it is not valid."""
-    state = st.session_state
-    try:
-        return SynthesisRequest(
-            text=state.get("text", ""), sample_rate=state.get("sample_rate"),
-            use_kv_cache=bool(state.get("use_kv_cache", False)))
-    except GlmTtsError:
-        return None
-
-
 def _apply_recommendation() -> None:
     action = st.session_state.get("_policy_action")
     if action in ("light", "full", "restart"):
@@ -143,7 +131,7 @@ def policy_box() -> None:
     session.policy_mode = mode
     if mode == "off":
         return
-    rec: Recommendation = session.recommend(_pending_request(), record=False)
+    rec: Recommendation = session.recommend(pending_request(session), record=False)
     _BOX[rec.urgency](rec.summary, icon="🧭")
     with st.expander("Why"):
         for reason in rec.reasons:

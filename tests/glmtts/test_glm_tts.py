@@ -548,3 +548,21 @@ def test_full_cleanup_with_upstreams_namespace_subpackages(engine: GlmTtsEngine,
                    str(sys.modules[n].__file__))
     engine.load("cpu")  # a fresh import works after the cleanup
     assert engine.synthesize(req(prompt)).sample_rate == 24000
+
+
+def test_a_raw_cuda_out_of_memory_runtime_error_is_recovered(home: Path, prompt: Path,
+                                                             cpu_upstream: None) -> None:
+    """Upstream (or a library under it) may raise CUDA's out-of-memory error as a plain
+    RuntimeError: the engine and the session recognise it with the one predicate
+    (glmtts.errors.is_out_of_memory), clean up fully and retry."""
+    session = SynthesisSession("glm-tts", engine_options={"home": str(home)}, device="cpu",
+                               isolate=False, policy_mode="off")
+    try:
+        outcome = session.synthesize(req(prompt, text="Please rawoomonce, then speak."))
+        assert outcome.recovery is not None and "succeeded" in outcome.recovery
+        first, retry = outcome.attempts
+        assert first.oom and "CUDA out of memory" in (first.error_message or "")
+        assert retry.ok and retry.features["retry_of"] == first.event_id
+        assert session.last_cleanup is not None and session.last_cleanup.level == "full"
+    finally:
+        session.close()

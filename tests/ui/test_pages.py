@@ -189,3 +189,31 @@ def test_the_side_port_counts_what_the_browser_does(open_app) -> None:
         assert lines['glmtts_cleanup_freed_bytes_total{figure="host_rss",level="full"}'] > 0
     finally:
         metrics_port.stop_metrics_port()
+
+
+def test_the_sidebar_advises_on_the_request_that_runs(app, monkeypatch) -> None:
+    """One builder for the page and the sidebar: the policy is asked about exactly the request
+    that the Synthesize button sends (voice, rate, seed, speed included)."""
+    from glmtts.session import SynthesisSession
+
+    asked, ran = [], []
+    recommend, synthesize = SynthesisSession.recommend, SynthesisSession.synthesize
+
+    def spy_recommend(self, request=None, *, record=True):
+        if not record:  # the sidebar asks without recording
+            asked.append(request)
+        return recommend(self, request, record=record)
+
+    def spy_synthesize(self, request, **kw):
+        ran.append(request)
+        return synthesize(self, request, **kw)
+
+    monkeypatch.setattr(SynthesisSession, "recommend", spy_recommend)
+    monkeypatch.setattr(SynthesisSession, "synthesize", spy_synthesize)
+    app.selectbox(key="sample_rate").set_value(24000)
+    app.number_input(key="seed").set_value(9)
+    app.slider(key="speed").set_value(1.2)
+    _synthesize(app, "The same request, twice asked.")
+    assert ran and asked
+    assert asked[-1] == ran[-1]
+    assert (ran[-1].sample_rate, ran[-1].seed, ran[-1].speed) == (24000, 9, 1.2)
