@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +26,13 @@ from monitoring._logonce import LogOnce
 _log = logging.getLogger(__name__)
 
 _PROC = Path("/proc")
+
+# Open peak scopes per process (pid -> count), process-wide: VmHWM is one per process, so the
+# one owner of its resets is this table. A scope resets VmHWM only when it is the only open
+# scope of that process; a scope opened while others run does not reset it (theirs stay
+# exact) and gets an upper bound instead.
+_SCOPES: dict[int, int] = {}
+_SCOPES_LOCK = threading.Lock()
 
 
 class HostProbe:
@@ -122,6 +130,38 @@ class HostProbe:
             return False
         self._peak_resettable = True
         return True
+
+    def begin_peak(self) -> tuple[bool, bool, int | None]:
+        """Open a peak scope on the process: ``(reset, exclusive, scope)``.
+
+        ``reset``: whether VmHWM counts from here or earlier (False where it cannot be reset:
+        the peak then counts from process start). ``exclusive``: no other scope of this
+        process is open, so VmHWM was reset now and the scope's peak will be exact; False: it
+        was left alone (another scope's exact peak must not be cut short) and this scope's
+        peak is an upper bound. ``scope``: give it to :meth:`end_peak` (None: nothing opened,
+        the watched process is not running).
+        """
+        pid = self.pid
+        if pid is None:
+            return True, True, None
+        with _SCOPES_LOCK:
+            others = _SCOPES.get(pid, 0)
+            _SCOPES[pid] = others + 1
+            if others:
+                return self._peak_resettable is not False, False, pid
+            return self.reset_peak(), True, pid
+
+    @staticmethod
+    def end_peak(scope: int | None) -> None:
+        """Close a scope :meth:`begin_peak` opened."""
+        if scope is None:
+            return
+        with _SCOPES_LOCK:
+            left = _SCOPES.get(scope, 0) - 1
+            if left > 0:
+                _SCOPES[scope] = left
+            else:
+                _SCOPES.pop(scope, None)
 
     def system_memory(self) -> tuple[int | None, int | None]:
         """Host, machine-wide: (available bytes, total bytes) of RAM."""

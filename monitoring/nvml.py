@@ -220,8 +220,13 @@ class NvmlProbe:
             except nv.NVMLError as err:
                 if _is(nv, err, ("NVMLError_NoPermission",)):
                     return None, "no permission to list the processes on this GPU"
+                if _is(nv, err, ("NVMLError_GpuIsLost", "NVMLError_Uninitialized",
+                                 "NVMLError_DriverNotLoaded")):
+                    raise  # the whole GPU is gone, not just this query
                 if not _is(nv, err, ("NVMLError_NotSupported",)):
-                    raise
+                    # Guarded on its own (as gpustat does): an old driver without this query
+                    # (FunctionNotFound) costs the per-process figure, not the device's.
+                    return None, explain(nv, err, function)
         if not listed:
             return None, "NVML cannot list the processes on this GPU"
         return _own_usage(processes, pid)

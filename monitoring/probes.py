@@ -27,11 +27,16 @@ class PeakReset:
 
     Attributes:
         torch: The torch allocator's ``*_peak`` figures now count from the reset.
-        host: The host peak RSS (``VmHWM``) now counts from the reset.
+        host: The host peak RSS (``VmHWM``) counts from this scope's start or earlier.
+        host_exclusive: It was reset for this scope alone (the peak will be exact); False:
+            another tracked event of the same process was open, so VmHWM was left alone and
+            this event's host peak is an upper bound.
     """
 
     torch: bool
     host: bool
+    host_exclusive: bool = True
+    host_scope: int | None = None
 
 
 class Probes:
@@ -87,8 +92,16 @@ class Probes:
         return Snapshot(**fields)
 
     def reset_peaks(self) -> PeakReset:
-        """Make the torch allocator peaks and the host peak RSS count from now."""
-        return PeakReset(torch=self.allocator.reset_peaks(), host=self.host.reset_peak())
+        """Make the torch allocator peaks and the host peak RSS count from now (the host one
+        only when no other tracked event of the process is open: see
+        :meth:`HostProbe.begin_peak`). Pair with :meth:`end_peaks`."""
+        host, exclusive, scope = self.host.begin_peak()
+        return PeakReset(torch=self.allocator.reset_peaks(), host=host,
+                         host_exclusive=exclusive, host_scope=scope)
+
+    def end_peaks(self, reset: PeakReset) -> None:
+        """Close the host peak scope :meth:`reset_peaks` opened."""
+        self.host.end_peak(reset.host_scope)
 
     def _host_fields(self, *, host_peak: bool, system: bool) -> dict[str, Any]:
         fields: dict[str, Any] = {"host_rss_bytes": self.host.rss_bytes()}

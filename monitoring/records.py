@@ -80,7 +80,9 @@ class Peaks:
         host_rss_bytes: host: peak RSS. Exact (``VmHWM`` reset at start) when ``host_rss_source``
             is ``"vmhwm"``; the largest sampled RSS (a lower bound) when ``"sampler"``; None when
             neither is possible.
-        host_rss_source: ``"vmhwm"``, ``"sampler"`` or None.
+        host_rss_source: ``"vmhwm"`` (exact), ``"vmhwm-shared"`` (an upper bound: another
+            tracked event of the process overlapped, so ``VmHWM`` was not reset for this one),
+            ``"sampler"`` or None.
         nvml_process_used_bytes: NVML this process: largest value among the sampler's samples and
             the before/after readings (a lower bound). None without a running sampler.
         nvml_device_used_bytes: NVML device-wide: likewise.

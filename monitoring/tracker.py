@@ -6,8 +6,11 @@ on the sampler (if any) and reads every probe; on exit it reads them again and b
 if one escaped), writes it to the store (if any) and marks the sampler's timeline. An exception
 from the body is recorded, then re-raised unchanged.
 
-Peaks are process-wide: tracked events of one process must not overlap (the synthesis session
-serialises them per device), or the inner event's reset shortens the outer event's peak.
+Peaks: the torch allocator's are per device (the synthesis session serialises events per
+device). The host peak (``VmHWM``) is one per process, and its resets have one owner
+(:meth:`monitoring.host.HostProbe.begin_peak`): an event that starts while another event of the
+same process is open does not reset it, so the other's peak stays exact and its own host peak
+is an upper bound (``host_rss_source`` ``"vmhwm-shared"``).
 """
 
 from __future__ import annotations
@@ -52,7 +55,8 @@ def measure_peaks(
     sampled = window is not None and window.samples > 0
     host = host_source = nvml_process = nvml_device = None
     if reset.host and after.host_peak_rss_bytes is not None:
-        host, host_source = after.host_peak_rss_bytes, "vmhwm"
+        host = after.host_peak_rss_bytes
+        host_source = "vmhwm" if reset.host_exclusive else "vmhwm-shared"
     if sampled:
         if host is None:
             host = _largest(window.host_rss_bytes, before.host_rss_bytes, after.host_rss_bytes)
@@ -136,6 +140,7 @@ class TrackHandle:
         duration = time.perf_counter() - self._t0
         tracker = self._tracker
         after = tracker.probes.snapshot(releasable=self._releasable)
+        tracker.probes.end_peaks(self._reset)
         window = None
         if tracker.sampler is not None and self._window is not None:
             window = tracker.sampler.close_window(self._window)

@@ -160,6 +160,19 @@ def test_process_list_without_permission(fake_nvml: type) -> None:
     assert "permission" in (gpu.process_reason or "")
 
 
+@pytest.mark.parametrize("code", [pynvml.NVML_ERROR_FUNCTION_NOT_FOUND, pynvml.NVML_ERROR_UNKNOWN])
+def test_a_failing_process_list_keeps_the_device_figures(fake_nvml: type, code: int) -> None:
+    """Stand-in NVML whose process-list query fails (an old driver without the function): the
+    device-wide figures of every GPU stay; only the per-process figure is None, with why."""
+    fake = fake_nvml()
+    fake.process_error = code
+    probe = NvmlProbe(fake)
+    (gpu,) = probe.read()
+    assert gpu.used_bytes == 2 * GiB and gpu.total_bytes == 24 * GiB
+    assert gpu.process_used_bytes is None and gpu.process_reason
+    assert probe.try_read() is not None
+
+
 def test_wddm_unknown_usage_is_none(fake_nvml: type, fake_gpu: type) -> None:
     """Stand-in NVML that lists this process without a byte count (Windows WDDM)."""
     (gpu,) = NvmlProbe(fake_nvml([fake_gpu(processes=[(os.getpid(), None)])])).read()
