@@ -19,9 +19,12 @@ _ROLLOFF = 0.94
 
 
 @lru_cache(maxsize=16)
-def _sinc_kernel(up: int, down: int, device: str, dtype: torch.dtype
-                 ) -> tuple[torch.Tensor, int]:
+def _sinc_kernel(up: int, down: int, dtype: torch.dtype) -> tuple[torch.Tensor, int]:
     """Polyphase windowed-sinc filters, one row per output phase: ``(up, 1, taps)``.
+
+    Cached process-wide in host memory only (at most 16 rate pairs, a few hundred KiB each),
+    shared by every session and never cleared by one: it holds no GPU memory, so no cleanup
+    needs to drop it (:func:`resample` copies the kernel to the audio's device per call).
 
     Output sample ``n`` of phase ``p = n mod up`` lies at input position ``(n * down) / up``.
     For phase ``p`` and tap ``j`` the kernel weighs input sample ``floor(...) - pad + j``.
@@ -36,7 +39,7 @@ def _sinc_kernel(up: int, down: int, device: str, dtype: torch.dtype
     arg = t * math.pi
     sinc = torch.where(arg == 0, torch.ones_like(arg), torch.sin(arg) / arg)
     kernel = sinc * window * (cutoff / down)
-    return kernel[:, None, :].to(device=device, dtype=dtype), pad
+    return kernel[:, None, :].to(dtype=dtype), pad
 
 
 def resample(audio: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
@@ -49,7 +52,8 @@ def resample(audio: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
         return audio
     g = math.gcd(orig_sr, new_sr)
     down, up = orig_sr // g, new_sr // g
-    kernel, pad = _sinc_kernel(up, down, str(audio.device), audio.dtype)
+    kernel, pad = _sinc_kernel(up, down, audio.dtype)
+    kernel = kernel.to(audio.device, non_blocking=True)
     n = audio.shape[-1]
     x = F.pad(audio.reshape(1, 1, n), (pad, pad + down))
     y = F.conv1d(x, kernel, stride=down)  # (1, up, frames)

@@ -190,6 +190,9 @@ class SynthesisSession:
         self.last_cleanup: CleanupResult | None = None
         self.policy_mode = policy_mode
         self.history: list[HistoryEvent] = []
+        #: Events recorded so far (grows forever, unlike :attr:`history`): tells a cached
+        #: recommendation that something happened since.
+        self.events_recorded = 0
         with _REGISTRY_GUARD:
             _REGISTRY.add(self)
 
@@ -387,9 +390,11 @@ class SynthesisSession:
 
     # ----------------------------------------------------------------- policy
     def _remember(self, record: EventRecord | None) -> None:
+        """Tracker sink: keep the record for the policy (the newest :attr:`HISTORY`)."""
         if record is not None:
             self.history.append(HistoryEvent.from_record(record))
             del self.history[:-self.HISTORY]
+            self.events_recorded += 1
 
     def pending(self, request: SynthesisRequest) -> PendingRequest:
         """The policy's view of ``request`` on this session's engine (resolved values)."""

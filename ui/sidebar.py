@@ -123,6 +123,21 @@ def _apply_recommendation() -> None:
         st.session_state["_last_cleanup"] = tts_session().cleanup(action)
 
 
+def _advice(session, mode: str) -> Recommendation:
+    """The policy's advice on the form's request, computed once per event: again only after
+    a synthesis, a load or a cleanup (the session's history grew), or when the request, the
+    engine or the mode changed; a plain rerun (typing, a page switch, the live chart) reuses
+    it and never walks the CUDA allocator's segments."""
+    request = pending_request(session)
+    key = (id(session), session.events_recorded, id(session.engine), request, mode)
+    cached = st.session_state.get("_advice")
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    rec = session.recommend(request, record=False)
+    st.session_state["_advice"] = (key, rec)
+    return rec
+
+
 def policy_box() -> None:
     session = tts_session()
     st.session_state.setdefault("policy_mode", session.policy_mode)
@@ -131,7 +146,7 @@ def policy_box() -> None:
     session.policy_mode = mode
     if mode == "off":
         return
-    rec: Recommendation = session.recommend(pending_request(session), record=False)
+    rec = _advice(session, mode)
     _BOX[rec.urgency](rec.summary, icon="🧭")
     with st.expander("Why"):
         for reason in rec.reasons:

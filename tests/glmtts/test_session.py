@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import threading
 from pathlib import Path
@@ -129,12 +130,12 @@ def test_other_errors_are_recorded_and_raised(store) -> None:
 
 
 def test_auto_mode_runs_a_required_cleanup_first(store) -> None:
-    from monitoring.policy import PolicySettings
-
     session = SynthesisSession(store=store, policy_mode="auto")
-    # As for GLM-TTS, whose mel/window caches are keyed by device only: a sample-rate switch
-    # invalidates engine caches (Piper's own settings do not count it).
-    session.policy_settings = lambda: PolicySettings(mode="auto")  # type: ignore[method-assign]
+    # As an engine would declare that caches DSP tables per device only: a sample-rate switch
+    # makes its state stale (Piper declares nothing of the kind).
+    switch = (("sample_rate", "full", "tables of the old rate would be reused"),)
+    settings = dataclasses.replace(session.policy_settings(), switch_rules=switch)
+    session.policy_settings = lambda: settings  # type: ignore[method-assign]
     first = session.synthesize(SynthesisRequest(text="At the native rate.", seed=1))
     assert first.auto_cleanup is None and first.recommendation is not None
     second = session.synthesize(SynthesisRequest(text="Now at 24 kHz.", seed=1,
@@ -148,10 +149,10 @@ def test_auto_mode_runs_a_required_cleanup_first(store) -> None:
 
 
 def test_advise_mode_only_recommends(store) -> None:
-    from monitoring.policy import PolicySettings
-
     session = SynthesisSession(store=store)
-    session.policy_settings = lambda: PolicySettings(mode="advise")  # type: ignore[method-assign]
+    switch = (("sample_rate", "full", "tables of the old rate would be reused"),)
+    settings = dataclasses.replace(session.policy_settings(), switch_rules=switch)
+    session.policy_settings = lambda: settings  # type: ignore[method-assign]
     session.synthesize(SynthesisRequest(text="Native.", seed=1))
     out = session.synthesize(SynthesisRequest(text="Resampled.", seed=1, sample_rate=32000))
     assert out.recommendation.action == "full" and out.auto_cleanup is None
@@ -192,4 +193,18 @@ def test_real_cuda_out_of_memory_is_recovered_by_cleanup_and_retry(store) -> Non
     assert "succeeded" in outcome.recovery
     again = session.synthesize(SynthesisRequest(text="Still alive.", seed=3))
     assert again.result.duration_s > 0
+    session.close()
+
+
+def test_the_policy_reads_what_the_engine_declares() -> None:
+    """The session describes requests to the generic policy from the engine's capabilities:
+    the size feature, the switch rules and the lighter request (none for Piper)."""
+    session = SynthesisSession()
+    settings = session.policy_settings()
+    assert (settings.size_feature, settings.size_unit) == ("text_chars", "characters")
+    assert settings.switch_rules == () and settings.lighter == ()
+    assert not settings.restart_available
+    pending = session.pending(SynthesisRequest(text="Twelve chars", sample_rate=24000))
+    assert pending.size == 12 and dict(pending.features)["sample_rate"] == 24000
+    assert session.lighter(SynthesisRequest(text="hello")) is None
     session.close()

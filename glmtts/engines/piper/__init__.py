@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from glmtts.audio import _sinc_kernel, join_with_pauses, resample
+from glmtts.audio import join_with_pauses, resample
 from glmtts.device import resolve_device
 from glmtts.engines.base import Capabilities, Engine
 from glmtts.engines.piper import phonemes
@@ -174,7 +174,6 @@ class PiperEngine(Engine):
     def unload(self) -> None:
         self._model = None
         self._device = None
-        _sinc_kernel.cache_clear()
 
     def model_bytes(self) -> int | None:
         if self._model is None:
