@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_arguments(serve)
     sweep = sub.add_parser("sweep", help="measure memory and latency over KV switch x sample "
                                          "rate x text length (x dtype for the twin) into a CSV")
-    from glmtts.sweep import add_sweep_arguments
+    from glmtts.sweep_cli import add_sweep_arguments
 
     add_sweep_arguments(sweep)
     return parser
@@ -195,7 +195,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from glmtts.sweep import cmd_sweep as run
+    from glmtts.sweep_cli import cmd_sweep as run
 
     return run(args)
 

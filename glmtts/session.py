@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from glmtts.engines import DEFAULT_ENGINE, create_engine
 from glmtts.engines.base import Engine
 from glmtts.errors import OutOfMemoryError, WorkerError, is_out_of_memory
+from glmtts.outcome import CleanupOption, SynthesisOutcome
+from glmtts.registry import device_lock, register, unregister
 from glmtts.request import SynthesisRequest, SynthesisResult
 from glmtts.worker.engine import WorkerEngine, isolated_by_default
 from monitoring import Probes, Sampler, Store, Tracker, cleanup, default_probes
@@ -43,12 +42,6 @@ log = logging.getLogger(__name__)
 SIZE_FEATURE = "text_chars"
 CONFIG_FEATURES = ("sample_rate", "use_kv_cache", "voice", "reference_audio")
 
-_DEVICE_LOCKS: dict[str, threading.Lock] = {}
-_DEVICE_LOCKS_GUARD = threading.Lock()
-_REGISTRY: weakref.WeakSet[SynthesisSession] = weakref.WeakSet()
-_REGISTRY_GUARD = threading.Lock()
-
-
 def _freed_text(result: CleanupResult) -> str:
     parts = [(result.nvml_process_freed_bytes, "GPU memory (NVML, this process)"),
              (result.torch_reserved_freed_bytes, "torch reserved"),
@@ -56,84 +49,6 @@ def _freed_text(result: CleanupResult) -> str:
     return ", ".join(f"{v / 2**20:.1f} MiB {name}" for v, name in parts if v is not None) or (
         "an unmeasured amount")
 
-
-def device_lock(device: str) -> threading.Lock:
-    """The process-wide lock of ``device`` (``cpu``, ``cuda``, ``cuda:1``...)."""
-    key = "cuda:0" if device == "cuda" else device
-    with _DEVICE_LOCKS_GUARD:
-        return _DEVICE_LOCKS.setdefault(key, threading.Lock())
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """One model the process holds, as the registry sees it."""
-
-    session_label: str
-    engine: str
-    voice: str | None
-    device: str
-    weights_bytes: int | None
-    worker_pid: int | None = None
-
-
-def loaded_models() -> list[LoadedModel]:
-    """Every model currently loaded by any live session of this process."""
-    with _REGISTRY_GUARD:
-        sessions = list(_REGISTRY)
-    out = []
-    for s in sessions:
-        engine = s.engine
-        if engine.loaded and engine.device is not None:
-            out.append(LoadedModel(s.label, engine.name, getattr(engine, "voice_name", None),
-                                   engine.device, engine.model_bytes(),
-                                   getattr(engine, "pid", None)))
-    return out
-
-
-@dataclass(frozen=True)
-class CleanupOption:
-    """One cleanup level as offered now: what it would free and what coming back costs.
-
-    Attributes:
-        level: ``light``, ``full`` or ``restart``.
-        frees_bytes: Estimate of what it frees now (None: cannot be known before trying).
-        frees: What that is, in words.
-        cost_s: Measured cost of coming back: 0 for light, the last load for full, the last
-            worker start plus the last load for restart (None: not measured yet).
-    """
-
-    level: str
-    frees_bytes: int | None
-    frees: str
-    cost_s: float | None
-
-
-@dataclass(frozen=True)
-class SynthesisOutcome:
-    """What one call of :meth:`SynthesisSession.synthesize` produced.
-
-    Attributes:
-        result: The audio and its timings.
-        record: The measured synthesis event (of the attempt that succeeded).
-        load: The measured load event, when this call had to load the model first.
-        waited_s: Seconds spent waiting for another session's synthesis on the same device.
-        attempts: Every attempt's synthesis event, failed ones included.
-        recovery: What happened when the first attempt ran out of memory, in plain words;
-            None when it did not.
-        request: The request that produced ``result`` (lighter than asked after a recovery).
-        recommendation: What the policy said before this synthesis (None when it is off).
-        auto_cleanup: The cleanup that auto mode ran before this synthesis, if any.
-    """
-
-    result: SynthesisResult
-    record: EventRecord
-    load: EventRecord | None
-    waited_s: float
-    attempts: tuple[EventRecord, ...] = ()
-    recovery: str | None = None
-    request: SynthesisRequest | None = None
-    recommendation: Recommendation | None = None
-    auto_cleanup: CleanupResult | None = None
 
 
 class SynthesisSession:
@@ -193,8 +108,7 @@ class SynthesisSession:
         #: Events recorded so far (grows forever, unlike :attr:`history`): tells a cached
         #: recommendation that something happened since.
         self.events_recorded = 0
-        with _REGISTRY_GUARD:
-            _REGISTRY.add(self)
+        register(self)
 
     # ----------------------------------------------------------------- model life
     def _build(self, engine: str, options: dict[str, Any]) -> Engine:
@@ -525,5 +439,4 @@ class SynthesisSession:
         self.engine.close()
         if self.worker_sampler is not None:
             self.worker_sampler.stop()
-        with _REGISTRY_GUARD:
-            _REGISTRY.discard(self)
+        unregister(self)

@@ -17,7 +17,7 @@ METRICS_NAMESPACE = "glmtts"
 
 def process_models() -> list[ModelInfo]:
     """Every model this process holds (all sessions), for the metrics."""
-    from glmtts.session import loaded_models
+    from glmtts.registry import loaded_models
 
     return [ModelInfo(m.engine, m.device, m.weights_bytes) for m in loaded_models()]
 

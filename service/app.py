@@ -29,8 +29,9 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from glmtts.errors import GlmTtsError, InvalidRequestError, OutOfMemoryError
+from glmtts.outcome import SynthesisOutcome
+from glmtts.registry import loaded_models
 from glmtts.request import SynthesisRequest
-from glmtts.session import SynthesisOutcome, loaded_models
 from monitoring.allocator_history import MEDIA_TYPE as SNAPSHOT_MEDIA_TYPE
 from monitoring.allocator_history import snapshot_filename
 from monitoring.errors import SnapshotUnavailableError

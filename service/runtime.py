@@ -17,8 +17,10 @@ from typing import Any
 
 from glmtts.audio import wav_bytes
 from glmtts.engines import engine_class
+from glmtts.outcome import SynthesisOutcome
+from glmtts.registry import device_lock
 from glmtts.request import SynthesisRequest
-from glmtts.session import SynthesisOutcome, SynthesisSession, device_lock
+from glmtts.session import SynthesisSession
 from glmtts.telemetry import new_metrics
 from monitoring import Sampler, Snapshot, Store, open_store
 from monitoring.allocator_history import MemoryHistory

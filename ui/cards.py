@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from glmtts.session import SynthesisOutcome
+from glmtts.outcome import SynthesisOutcome
 from ui.format import fmt_bytes, fmt_seconds
 
 

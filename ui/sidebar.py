@@ -5,7 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from glmtts.device import cuda_unavailable_reason
-from glmtts.session import CleanupOption, loaded_models
+from glmtts.outcome import CleanupOption
+from glmtts.registry import loaded_models
 from monitoring import Snapshot, take_snapshot
 from monitoring.policy import MODES, Recommendation
 from ui.format import fmt_bytes, fmt_seconds

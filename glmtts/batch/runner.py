@@ -34,7 +34,8 @@ from glmtts.batch.output import (
 )
 from glmtts.batch.tasks import BatchInputError, BatchPlan, BatchTask, InvalidLine
 from glmtts.errors import GlmTtsError, OutOfMemoryError
-from glmtts.session import SynthesisOutcome, SynthesisSession
+from glmtts.outcome import SynthesisOutcome
+from glmtts.session import SynthesisSession
 from monitoring.records import peak_figure
 
 log = logging.getLogger(__name__)

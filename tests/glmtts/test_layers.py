@@ -61,3 +61,11 @@ def test_the_service_is_not_inside_the_core_package() -> None:
         imported = _imports(path)
         if "service" in imported:  # only the command-line entry may start it, lazily
             assert path == ROOT / "glmtts" / "cli.py", path
+
+
+def test_no_module_of_the_core_grows_past_450_lines() -> None:
+    """Long files did several jobs; keep each module of glmtts/ and monitoring/ to one."""
+    long = [f"{p.relative_to(ROOT)}: {n}" for package in ("glmtts", "monitoring")
+            for p in (ROOT / package).rglob("*.py")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 450]
+    assert not long, long

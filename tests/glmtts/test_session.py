@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from glmtts.errors import OutOfMemoryError
+from glmtts.registry import loaded_models
 from glmtts.request import SynthesisRequest
-from glmtts.session import SynthesisSession, loaded_models
+from glmtts.session import SynthesisSession
 from monitoring import open_store
 
 

@@ -33,12 +33,8 @@ import logging
 import random
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -54,13 +50,13 @@ from glmtts.engines.glm_tts.checkout import (
     missing_vocoder,
     packages_problem,
 )
-from glmtts.engines.glm_tts.errors import CheckoutError, UpstreamError
+from glmtts.engines.glm_tts.errors import CheckoutError
+from glmtts.engines.glm_tts.parts import SampleRateSwitch, _cudnn_flags_kept, _Parts, _step
 from glmtts.engines.glm_tts.upstream import Checkout, Modules, modules_under
+from glmtts.engines.weights import tensor_bytes
 from glmtts.errors import (
     DeviceUnavailableError,
-    GlmTtsError,
     InvalidRequestError,
-    is_out_of_memory,
 )
 from glmtts.reference_audio import ReferenceAudio, ReferenceAudioError, load_reference
 from glmtts.request import SynthesisRequest, SynthesisResult
@@ -83,98 +79,6 @@ _MEL_COMMON = {"num_mels": 80, "fmin": 0, "fmax": 8000, "center": False}
 #: Upstream's ``seed_util.set_seed`` seeds numpy, which takes seeds below 2**32 only.
 MAX_UPSTREAM_SEED = 2**32 - 1
 DEFAULT_SAMPLE_RATE = 24000
-
-
-@dataclass(frozen=True)
-class SampleRateSwitch:
-    """What one switch of the vocoder side cost.
-
-    Attributes:
-        from_rate: Rate the vocoder was loaded for before.
-        to_rate: Rate it is loaded for now.
-        seconds: Wall time of the switch (drop old vocoder, reset caches, load new vocoder).
-        mel_cache_entries_dropped: Tensors removed from upstream's ``mel_basis`` and
-            ``hann_window`` globals.
-    """
-
-    from_rate: int
-    to_rate: int
-    seconds: float
-    mel_cache_entries_dropped: int
-
-
-class _Parts:
-    """The five components ``load_models`` returns (the engine holds the only references)."""
-
-    __slots__ = ("frontend", "llm", "speech_tokenizer", "text_frontend", "token2wav")
-
-    def __init__(self, frontend: Any, text_frontend: Any, speech_tokenizer: Any, llm: Any,
-                 token2wav: Any) -> None:
-        self.frontend = frontend
-        self.text_frontend = text_frontend
-        self.speech_tokenizer = speech_tokenizer
-        self.llm = llm
-        self.token2wav = token2wav
-
-    def all(self) -> tuple[Any, ...]:
-        return (self.frontend, self.text_frontend, self.speech_tokenizer, self.llm,
-                self.token2wav)
-
-
-@contextmanager
-def _step(what: str) -> Iterator[None]:
-    """Turn an upstream failure into :class:`UpstreamError` naming the step; out-of-memory
-    errors and our own typed errors pass through unchanged (the session recovers from OOM)."""
-    try:
-        yield
-    except GlmTtsError:
-        raise
-    except Exception as exc:
-        if is_out_of_memory(exc):
-            raise
-        raise UpstreamError(f"GLM-TTS failed while {what}: {type(exc).__name__}: {exc}"
-                            ) from exc
-
-
-@contextmanager
-def _cudnn_flags_kept() -> Iterator[None]:
-    """Upstream's ``set_seed`` sets ``cudnn.deterministic`` / ``benchmark`` for the whole
-    process; put them back afterwards so other engines keep theirs."""
-    flags = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags
-
-
-def _tensors(obj: Any, depth: int) -> Iterator[torch.Tensor]:
-    if isinstance(obj, torch.nn.Module):
-        yield from obj.parameters()
-        yield from obj.buffers()
-    elif isinstance(obj, torch.Tensor):
-        yield obj
-    elif depth > 0 and not isinstance(obj, (ModuleType, type, str, bytes)):
-        if isinstance(obj, dict):
-            values: Iterable[Any] = obj.values()
-        elif isinstance(obj, (list, tuple)):
-            values = obj
-        else:
-            values = getattr(obj, "__dict__", {}).values()
-        for value in values:
-            yield from _tensors(value, depth - 1)
-
-
-def _torch_bytes(roots: Iterable[Any], depth: int = 3) -> int:
-    """Bytes of the distinct tensors, module parameters and buffers reachable from ``roots``
-    through at most ``depth`` plain attributes, dicts or lists."""
-    seen: set[int] = set()
-    total = 0
-    for root in roots:
-        for t in _tensors(root, depth):
-            if id(t) not in seen:
-                seen.add(id(t))
-                total += t.numel() * t.element_size()
-    return total
 
 
 class GlmTtsEngine(Engine):
@@ -339,7 +243,7 @@ class GlmTtsEngine(Engine):
         is outside PyTorch (see ``metadata["non_torch_parts"]``)."""
         if self._parts is None:
             return None
-        return _torch_bytes(self._parts.all())
+        return tensor_bytes(self._parts.all())
 
     # ------------------------------------------------------------------ sample rate
     def _target_rate(self, request: SynthesisRequest) -> int:

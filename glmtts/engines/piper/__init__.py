@@ -24,6 +24,7 @@ from glmtts.engines.base import Capabilities, Engine
 from glmtts.engines.piper import phonemes
 from glmtts.engines.piper.vits import VitsVoice
 from glmtts.engines.piper.weights import check_shapes, infer_config, read_onnx_voice
+from glmtts.engines.weights import tensor_bytes
 from glmtts.errors import InvalidRequestError, VoiceError
 from glmtts.request import SynthesisRequest, SynthesisResult
 
@@ -178,8 +179,7 @@ class PiperEngine(Engine):
     def model_bytes(self) -> int | None:
         if self._model is None:
             return None
-        tensors = [*self._model.parameters(), *self._model.buffers()]
-        return sum(t.numel() * t.element_size() for t in tensors)
+        return tensor_bytes([self._model])
 
     def check(self, request: SynthesisRequest) -> None:
         super().check(request)

@@ -53,6 +53,7 @@ from glmtts.engines.twin.text import (
     plan_segments,
     text_token_ids,
 )
+from glmtts.engines.weights import tensor_bytes
 from glmtts.request import SynthesisRequest, SynthesisResult
 
 log = logging.getLogger(__name__)
@@ -164,8 +165,7 @@ class TwinEngine(Engine):
     def model_bytes(self) -> int | None:
         if self._model is None:
             return None
-        tensors = [*self._model.parameters(), *self._model.buffers()]
-        return sum(t.numel() * t.element_size() for t in tensors)
+        return tensor_bytes([self._model])
 
     # ------------------------------------------------------------------ prompt
     def _reference(self, request: SynthesisRequest) -> tuple[np.ndarray, int] | None:

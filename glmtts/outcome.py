@@ -1,0 +1,57 @@
+"""What a synthesis session hands back: one synthesis's outcome, and the cleanup levels it
+offers with what each would free and cost."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from glmtts.request import SynthesisRequest, SynthesisResult
+from monitoring.cleanup import CleanupResult
+from monitoring.policy import Recommendation
+from monitoring.records import EventRecord
+
+
+@dataclass(frozen=True)
+class CleanupOption:
+    """One cleanup level as offered now: what it would free and what coming back costs.
+
+    Attributes:
+        level: ``light``, ``full`` or ``restart``.
+        frees_bytes: Estimate of what it frees now (None: cannot be known before trying).
+        frees: What that is, in words.
+        cost_s: Measured cost of coming back: 0 for light, the last load for full, the last
+            worker start plus the last load for restart (None: not measured yet).
+    """
+
+    level: str
+    frees_bytes: int | None
+    frees: str
+    cost_s: float | None
+
+
+@dataclass(frozen=True)
+class SynthesisOutcome:
+    """What one call of :meth:`SynthesisSession.synthesize` produced.
+
+    Attributes:
+        result: The audio and its timings.
+        record: The measured synthesis event (of the attempt that succeeded).
+        load: The measured load event, when this call had to load the model first.
+        waited_s: Seconds spent waiting for another session's synthesis on the same device.
+        attempts: Every attempt's synthesis event, failed ones included.
+        recovery: What happened when the first attempt ran out of memory, in plain words;
+            None when it did not.
+        request: The request that produced ``result`` (lighter than asked after a recovery).
+        recommendation: What the policy said before this synthesis (None when it is off).
+        auto_cleanup: The cleanup that auto mode ran before this synthesis, if any.
+    """
+
+    result: SynthesisResult
+    record: EventRecord
+    load: EventRecord | None
+    waited_s: float
+    attempts: tuple[EventRecord, ...] = ()
+    recovery: str | None = None
+    request: SynthesisRequest | None = None
+    recommendation: Recommendation | None = None
+    auto_cleanup: CleanupResult | None = None
