@@ -37,6 +37,27 @@ def samples_frame(samples: Iterable[Snapshot]) -> pd.DataFrame:
     return frame
 
 
+def stitch_stored(buffered: pd.DataFrame, stored: pd.DataFrame) -> pd.DataFrame:
+    """The live buffer, preceded by the store's persisted timeline where the buffer does not
+    reach back (after a restart of the process, or for a span longer than the ring buffer).
+
+    Args:
+        buffered: :func:`samples_frame` of the sampler's ring buffer.
+        stored: ``Store.timeline()`` rows (one per persisted bucket: each figure's maximum).
+    """
+    if stored is None or not len(stored):
+        return buffered
+    first = float(buffered["wall_s"].iloc[0]) if len(buffered) else float("inf")
+    older = stored[stored["wall_s"] < first]
+    if not len(older):
+        return buffered
+    older = older.reindex(columns=["wall_s", *SERIES]).sort_values("wall_s")
+    older["time"] = pd.to_datetime(older["wall_s"], unit="s")
+    if not len(buffered):
+        return older.reset_index(drop=True)
+    return pd.concat([older, buffered], ignore_index=True)
+
+
 def markers_frame(markers: Iterable[Marker]) -> pd.DataFrame:
     """Sampler markers as a frame: ``time``, ``kind``, ``phase``, ``label``, ``event_id``."""
     rows = [{"wall_s": m.wall_s, "kind": m.kind, "phase": m.phase, "label": m.label,

@@ -1,3 +1,5 @@
+import time
+
 import pandas as pd
 import streamlit as st
 
@@ -25,15 +27,30 @@ if snap.gpu_index is None:
 st.session_state.setdefault("live", True)
 c1, c2 = st.columns([1, 3])
 c1.toggle("Live", key="live", help="Redraw the timeline every second; off to pause")
-scope = c2.radio("Timeline span", ["2 min", "5 min", "all buffered"], horizontal=True,
-                 key="timeline_span", index=1)
+scope = c2.radio("Timeline span", ["2 min", "5 min", "1 hour", "all buffered"],
+                 horizontal=True, key="timeline_span", index=1,
+                 help="The live buffer holds the last 5 minutes at 10 Hz; older minutes (and "
+                      "those from before a restart of the app) come from the store, one point "
+                      "per second (each figure's maximum)")
+
+
+def _stored_timeline(since: float) -> pd.DataFrame:
+    """The app's persisted timeline since ``since`` (this and earlier app processes)."""
+    stored = res.store.timeline(since_wall_s=since)
+    sessions = res.store.sessions()
+    apps = set(sessions.loc[sessions["label"] == "app", "session_id"]) if len(sessions) else set()
+    return stored[stored["session_id"].isin(apps)] if len(stored) else stored
 
 
 @st.fragment(run_every=1.0 if st.session_state["live"] else None)
 def timeline() -> None:
-    seconds = {"2 min": 120, "5 min": 300}.get(scope)
+    seconds = {"2 min": 120, "5 min": 300, "1 hour": 3600}.get(scope)
     samples = res.sampler.samples()
     frame = charts.samples_frame(samples)
+    if seconds is not None:
+        since = time.time() - seconds
+        if not len(frame) or frame["wall_s"].iloc[0] > since + 1:
+            frame = charts.stitch_stored(frame, _stored_timeline(since))
     markers = charts.markers_frame(res.sampler.markers())
     worker = session.worker_sampler  # the engine worker that holds this session's model
     child = None

@@ -91,3 +91,24 @@ def test_breakdown_rows_split_retained_and_transient() -> None:
                                       "host_rss_peak_bytes": 9})
     assert list(cpu_only["part"]) == ["host RSS"]
     assert charts.breakdown_figure(event).to_dict()["data"]
+
+
+def test_the_stored_timeline_fills_what_the_buffer_does_not_reach() -> None:
+    """After a restart the ring buffer holds seconds; the store's persisted rows (one per
+    second) come first, then the buffer, without overlap."""
+    import pandas as pd
+
+    from monitoring import charts
+    from monitoring.snapshot import Snapshot
+
+    buffered = charts.samples_frame([Snapshot(monotonic_s=t, wall_s=1000.0 + t,
+                                              host_rss_bytes=200) for t in (0.0, 0.1, 0.2)])
+    stored = pd.DataFrame({"wall_s": [900.0, 950.0, 1000.1], "host_rss_bytes": [100, 150, 999],
+                           "session_id": ["old", "old", "now"]})
+    joined = charts.stitch_stored(buffered, stored)
+    assert list(joined["wall_s"]) == [900.0, 950.0, 1000.0, 1000.1, 1000.2]
+    assert list(joined["host_rss_bytes"]) == [100, 150, 200, 200, 200]
+    assert joined["time"].is_monotonic_increasing
+    assert charts.stitch_stored(buffered, stored.iloc[0:0]) is buffered
+    assert list(charts.stitch_stored(buffered.iloc[0:0], stored)["wall_s"]) == [900.0, 950.0,
+                                                                               1000.1]

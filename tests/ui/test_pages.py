@@ -217,3 +217,33 @@ def test_the_sidebar_advises_on_the_request_that_runs(app, monkeypatch) -> None:
     assert ran and asked
     assert asked[-1] == ran[-1]
     assert (ran[-1].sample_rate, ran[-1].seed, ran[-1].speed) == (24000, 9, 1.2)
+
+
+def test_monitor_reaches_back_past_a_restart_through_the_store(app) -> None:
+    """The timeline of an earlier app process (persisted, one row per second) is drawn before
+    the live buffer when the span reaches further back than the buffer does."""
+    import os
+    import time
+
+    from monitoring.snapshot import Snapshot
+    from ui.state import app_resources
+
+    store = app_resources().store
+    earlier = store.start_session("app", pid=os.getpid() + 1)  # as an earlier app process did
+    then = time.time() - 200
+    store.add_samples([Snapshot(monotonic_s=float(i), wall_s=then + i, host_rss_bytes=123 << 20)
+                       for i in range(5)], session_id=earlier)
+    app.switch_page("pages/monitor.py").run()
+    assert not app.exception, app.exception
+    (timeline, *_) = _figures(app)
+    rss = next(t for t in timeline["data"]
+               if (t.get("meta") or {}).get("column") == "host_rss_bytes")
+    ys = rss["y"]
+    if isinstance(ys, dict):  # plotly's typed-array encoding
+        import base64
+
+        import numpy as np
+
+        ys = np.frombuffer(base64.b64decode(ys["bdata"]), dtype=ys["dtype"]).tolist()
+    assert any(abs(y - 123) < 0.01 for y in ys)  # the stored minutes, in MiB
+    assert len(rss["x"]) == len(ys) and len(ys) >= 5
