@@ -184,6 +184,40 @@ def _open_info(path: Path) -> Any:
             f"{detail.strip()}): export the clip again as {formats}") from None
 
 
+#: Largest sample rate and channel count a header may declare (beyond: a damaged or hostile
+#: file, refused before decoding).
+MAX_HEADER_RATE = 384_000
+MAX_HEADER_CHANNELS = 16
+
+
+def check_header(path: str | Path, *, max_s: float = MAX_SECONDS,
+                 max_bytes: int = MAX_BYTES, slack_s: float = 0.0) -> Any:
+    """The one reference-audio gate before any decoding (the page, batch lines and the HTTP
+    service all pass through it): the file exists, is not empty or too big, is audio of an
+    accepted format, its header is sane, and it is not longer than ``max_s`` (plus ``slack_s``
+    for a caller that checks the decoded length again). Returns soundfile's header info.
+
+    Raises:
+        ReferenceAudioError: what is wrong, in one line.
+    """
+    path = Path(os.path.abspath(Path(path).expanduser()))
+    _check_file(path, max_bytes)
+    info = _open_info(path)
+    formats = supported_formats()
+    if info.format not in formats:
+        raise ReferenceAudioError(f"{path.name} is {info.format} audio, which is not accepted: "
+                                  f"use {', '.join(formats)}")
+    if not 0 < info.samplerate <= MAX_HEADER_RATE or not 0 < info.channels <= (
+            MAX_HEADER_CHANNELS):
+        raise ReferenceAudioError(f"{path.name} has a broken header ({info.samplerate} Hz, "
+                                  f"{info.channels} channels)")
+    if info.frames > 0 and info.frames / info.samplerate > max_s + slack_s:
+        raise ReferenceAudioError(
+            f"the reference recording is {info.frames / info.samplerate:.1f} s long; the limit "
+            f"is {max_s:g} s: trim it to {MIN_SECONDS:g}-{max_s:g} s of clear speech")
+    return info
+
+
 def load_reference(path: str | Path, *, min_s: float = MIN_SECONDS,
                    max_s: float = MAX_SECONDS, max_bytes: int = MAX_BYTES,
                    silence_rms: float = SILENCE_RMS) -> ReferenceAudio:
@@ -204,21 +238,10 @@ def load_reference(path: str | Path, *, min_s: float = MIN_SECONDS,
     import soundfile as sf
 
     path = Path(os.path.abspath(Path(path).expanduser()))
-    _check_file(path, max_bytes)
-    info = _open_info(path)
-    formats = supported_formats()
-    if info.format not in formats:
-        raise ReferenceAudioError(f"{path.name} is {info.format} audio, which is not accepted: "
-                                  f"use {', '.join(formats)}")
-    if info.samplerate <= 0 or info.channels <= 0:
-        raise ReferenceAudioError(f"{path.name} has a broken header ({info.samplerate} Hz, "
-                                  f"{info.channels} channels)")
-    if info.frames > 0 and info.frames / info.samplerate > max_s + 1.0:
-        raise ReferenceAudioError(
-            f"the reference recording is {info.frames / info.samplerate:.1f} s long; the limit "
-            f"is {max_s:g} s: trim it to {min_s:g}-{max_s:g} s of clear speech")
-    try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    info = check_header(path, max_s=max_s, max_bytes=max_bytes, slack_s=1.0)
+    try:  # never more than the allowed duration is decoded (a header may understate it)
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True,
+                             frames=int((max_s + 1.0) * info.samplerate) + 1)
     except sf.LibsndfileError as exc:
         raise ReferenceAudioError(f"{path.name} is damaged and cannot be decoded "
                                   f"({exc.error_string}): export the clip again") from None
@@ -254,4 +277,5 @@ def load_reference(path: str | Path, *, min_s: float = MIN_SECONDS,
 
 
 __all__ = ["ACCEPTED_FORMATS", "MAX_BYTES", "MAX_SECONDS", "MIN_SECONDS", "SILENCE_RMS",
-           "ReferenceAudio", "ReferenceAudioError", "load_reference", "supported_formats"]
+           "ReferenceAudio", "ReferenceAudioError", "check_header", "load_reference",
+           "supported_formats"]

@@ -12,7 +12,6 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
-import io
 import json
 import logging
 import tempfile
@@ -30,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from glmtts.errors import GlmTtsError, InvalidRequestError, OutOfMemoryError
 from glmtts.outcome import SynthesisOutcome
+from glmtts.reference_audio import ReferenceAudioError, check_header
 from glmtts.registry import loaded_models
 from glmtts.request import SynthesisRequest
 from monitoring.allocator_history import MEDIA_TYPE as SNAPSHOT_MEDIA_TYPE
@@ -136,25 +136,22 @@ def _notes_for(service: Service, given: set[str]) -> list[str]:
 
 
 def _read_audio_upload(upload: UploadFile, folder: Path) -> Path:
-    """Check that the upload decodes as audio and keep it in ``folder``; return its path."""
-    import soundfile as sf
-
+    """Keep the upload in ``folder`` and pass it through the one reference-audio gate
+    (:func:`glmtts.reference_audio.check_header`: format, size, channels, rate and duration
+    from the header; nothing is decoded here, and an engine that ignores reference audio never
+    decodes it). Returns its path."""
     data = upload.file.read()
     if not data:
         raise ApiError(422, "the reference audio is empty", "reference_audio")
-    try:
-        info = sf.info(io.BytesIO(data))
-        audio, _ = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except (RuntimeError, ValueError, TypeError, EOFError, OSError) as exc:
-        raise ApiError(422, f"the reference audio cannot be read as audio (WAV, FLAC, OGG or "
-                            f"MP3): {exc}", "reference_audio") from None
-    if len(audio) == 0:
-        raise ApiError(422, "the reference audio holds no samples", "reference_audio")
-    suffix = {"WAV": ".wav", "FLAC": ".flac", "OGG": ".ogg", "MP3": ".mp3"}.get(
-        info.format, ".audio")
-    path = folder / f"reference{suffix}"
+    path = folder / "reference.audio"
     path.write_bytes(data)
-    return path
+    try:
+        info = check_header(path)
+    except ReferenceAudioError as exc:
+        raise ApiError(422, f"the reference audio cannot be used: {exc}",
+                       "reference_audio") from None
+    suffix = {"WAV": ".wav", "FLAC": ".flac", "OGG": ".ogg", "MP3": ".mp3"}.get(info.format)
+    return path.rename(path.with_suffix(suffix)) if suffix else path
 
 
 # ----------------------------------------------------------------------------- responses

@@ -210,29 +210,18 @@ def resolve_inside(value: str, folders: Sequence[Path]) -> Path:
 
 
 def check_audio(path: Path) -> float:
-    """Seconds of audio in ``path``; raise :class:`InvalidRequestError` when it is no file,
-    cannot be read, is not audio soundfile can read, is empty or too long."""
-    import soundfile as sf
+    """Seconds of audio in ``path``, from its header (nothing is decoded): the one
+    reference-audio gate (:func:`glmtts.reference_audio.check_header`), its refusal as an
+    :class:`InvalidRequestError`."""
+    from glmtts.reference_audio import ReferenceAudioError, check_header
 
-    if not path.is_file():
-        raise InvalidRequestError("path", "it is not a file")
     try:
-        with path.open("rb") as fh:
-            fh.read(1)
-        info = sf.info(str(path))
-    except OSError as exc:
-        raise InvalidRequestError("path", f"it cannot be read ({exc.strerror or exc})") from None
-    except (RuntimeError, ValueError, TypeError) as exc:  # LibsndfileError is a RuntimeError
-        message = getattr(exc, "error_string", None) or str(exc)
-        raise InvalidRequestError("path", f"it is not audio soundfile can read ({message})"
-                                  ) from None
-    if not info.frames or not info.samplerate:
+        info = check_header(path, max_s=MAX_PROMPT_SECONDS)
+    except ReferenceAudioError as exc:
+        raise InvalidRequestError("path", str(exc)) from None
+    if not info.frames:
         raise InvalidRequestError("path", "it holds no audio")
-    seconds = info.frames / info.samplerate
-    if seconds > MAX_PROMPT_SECONDS:
-        raise InvalidRequestError("path", f"it is {seconds:.1f} s long; the limit is "
-                                          f"{MAX_PROMPT_SECONDS:.0f} s")
-    return seconds
+    return info.frames / info.samplerate
 
 
 # --------------------------------------------------------------------------- whole file

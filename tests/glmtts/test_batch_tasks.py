@@ -62,8 +62,12 @@ def test_bad_lines_fixture_gives_exactly_the_expected_reasons(fixture_folder, en
     plan = load_tasks(fixture_folder / "bad_lines.jsonl", engines=engines)
     problems = [[line, reason] for line, reason in plan.problems()]
     names = ", ".join(engine_names())
+    from glmtts.reference_audio import supported_formats
+
+    formats = ", ".join(supported_formats())
     wanted = [[line, reason.replace("{folder}", str(fixture_folder.resolve()))
-               .replace("{engines}", names)] for line, reason in expected["problems"]]
+               .replace("{engines}", names).replace("{formats}", formats)]
+              for line, reason in expected["problems"]]
     assert problems == wanted
     tasks = [{"line": t.line, "uttid": t.uttid, "wav": t.wav_name, "notes": list(t.notes)}
              for t in plan.tasks]

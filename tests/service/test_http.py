@@ -143,7 +143,7 @@ def test_bad_uploads_get_4xx(service, client, make_wav) -> None:
 
     not_audio = post({"reference_audio": ("x.wav", b"RIFF but not really audio", "audio/wav")})
     assert not_audio.status_code == 422 and not_audio.json()["field"] == "reference_audio"
-    assert "cannot be read as audio" in not_audio.json()["error"]
+    assert "not an audio file this app can read" in not_audio.json()["error"]
     empty = post({"reference_audio": ("x.wav", b"", "audio/wav")})
     assert empty.status_code == 422 and "empty" in empty.json()["error"]
     huge = post({"reference_audio": ("x.wav", b"\0" * (service.max_upload + 1), "audio/wav")})
@@ -269,3 +269,26 @@ def test_openapi_describes_both_request_media_types(client) -> None:
     assert set(spec["paths"]) >= {"/v1/synthesize", "/v1/cleanup", "/v1/memory",
                                   "/v1/memory/snapshot", "/metrics", "/v1/health"}
     assert "securitySchemes" not in spec.get("components", {})  # loopback, no token
+
+
+def test_an_audio_bomb_is_refused_by_its_header(service, client, tmp_path) -> None:
+    """A small FLAC that declares minutes of 8-channel 96 kHz audio (a decompression bomb) is
+    refused from its header by the one reference-audio gate, before anything is decoded: the
+    server's memory does not grow with what the file would decode to."""
+    import numpy as np
+    import psutil
+    import soundfile as sf
+
+    bomb = tmp_path / "bomb.flac"
+    with sf.SoundFile(bomb, "w", samplerate=96000, channels=8, format="FLAC") as out:
+        block = np.zeros((96000 * 10, 8), dtype=np.int16)
+        for _ in range(12):  # 120 s: 88 M samples, 350 MB as float32
+            out.write(block)
+    assert bomb.stat().st_size < service.max_upload
+    server = psutil.Process(service.proc.pid)
+    before = server.memory_info().rss
+    answer = client.post("/v1/synthesize", data={"text": "Hi."},
+                         files={"reference_audio": ("bomb.flac", bomb.read_bytes(), "audio/flac")})
+    assert answer.status_code == 422 and answer.json()["field"] == "reference_audio"
+    assert "120.0 s long; the limit is 30 s" in answer.json()["error"]
+    assert server.memory_info().rss - before < 100 * 2**20
