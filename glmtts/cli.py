@@ -28,6 +28,17 @@ def _rate(value: str) -> int:
                                          f"not {value!r}") from None
 
 
+def engine_arg(value: str) -> str:
+    """``--engine``: a registered engine, or an engine class by import path
+    (``package.module:Class``, e.g. an engine of your own)."""
+    from glmtts.engines import engine_names
+
+    if value in engine_names() or ":" in value:
+        return value
+    raise argparse.ArgumentTypeError(f"unknown engine {value!r}; choose one of "
+                                     f"{', '.join(engine_names())} (or package.module:Class)")
+
+
 class UsageError(GlmTtsError):
     """An option the chosen engine does not take, or a missing one it needs (exit status 2)."""
 
@@ -78,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth = sub.add_parser("synth", help="speak a text into a WAV file")
     synth.add_argument("text", help="the text to speak ('-' reads standard input)")
     synth.add_argument("-o", "--output", type=Path, required=True, help="WAV file to write")
-    synth.add_argument("--engine", default=DEFAULT_ENGINE, choices=engine_names())
+    synth.add_argument("--engine", default=DEFAULT_ENGINE, type=engine_arg,
+                       help=f"one of {', '.join(engine_names())} (default {DEFAULT_ENGINE})")
     synth.add_argument("--voice", help="voice name or path of a Piper .onnx voice")
     synth.add_argument("--sample-rate", type=_rate, help="output rate in Hz (default: native)")
     synth.add_argument("--seed", type=_seed, help="random seed (same seed, same audio)")
@@ -99,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "prompt_speech (+ sample_rate, seed, ...)")
     batch.add_argument("-o", "--output", type=Path, required=True,
                        help="output folder (WAVs and manifest.jsonl)")
-    batch.add_argument("--engine", default=DEFAULT_ENGINE, choices=engine_names(),
+    batch.add_argument("--engine", default=DEFAULT_ENGINE, type=engine_arg,
                        help="engine of lines that name none")
     batch.add_argument("--resume", action="store_true",
                        help="continue an interrupted batch: lines already ok are not redone")

@@ -4,7 +4,7 @@ A process that crashes (even ``kill -9``) loses nothing already committed: WAL w
 ``synchronous=NORMAL`` makes each commit survive the application's death (a power loss may drop the
 last commits but never corrupts the file; pass ``synchronous="FULL"`` to also survive that).
 
-Location: ``$GLMTTS_DB`` if set (a path, or ``:memory:``), else ``data/memory.sqlite3`` at the
+Location: the path the caller gives (a file, or ``:memory:``), else ``data/memory.sqlite3`` at the
 project root. :func:`open_store` falls back to an in-memory store, saying why, when the file is
 read-only, locked or corrupt, so that the app keeps running.
 """
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger(__name__)
 
-ENV_VAR = "GLMTTS_DB"
 MEMORY = ":memory:"
 SAMPLE_FIELDS = (
     "host_rss_bytes",
@@ -60,10 +59,9 @@ _TABLES = ("events", "samples", "sessions")
 
 
 def default_db_path() -> str:
-    """``$GLMTTS_DB`` if set, else ``<project root>/data/memory.sqlite3`` (git-ignored folder)."""
-    configured = os.environ.get(ENV_VAR)
-    if configured:
-        return configured
+    """``data/memory.sqlite3`` beside this package (a git-ignored folder): where a caller that
+    names no file keeps its events. The app resolves its own path (``glmtts.paths``) and passes
+    it in; this package reads no environment."""
     return str(Path(__file__).resolve().parent.parent / "data" / "memory.sqlite3")
 
 

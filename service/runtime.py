@@ -18,6 +18,7 @@ from typing import Any
 from glmtts.audio import wav_bytes
 from glmtts.engines import engine_class
 from glmtts.outcome import SynthesisOutcome
+from glmtts.paths import event_store_path
 from glmtts.registry import device_lock
 from glmtts.request import SynthesisRequest
 from glmtts.session import SynthesisSession
@@ -50,7 +51,7 @@ class Service:
         self.settings = settings
         self._own_store = store is None
         self.store = store if store is not None else open_store(
-            settings.db or os.environ.get("GLMTTS_DB") or None)
+            event_store_path(settings.db))
         self.app_session_id = self.store.start_session("service", pid=os.getpid(),
                                                        host=settings.host, port=settings.port)
         # Import the engine (and torch) before the sampler thread starts reading torch's

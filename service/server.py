@@ -39,7 +39,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                              "needs a token)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port (default "
                                                                        f"{DEFAULT_PORT})")
-    parser.add_argument("--engine", default=DEFAULT_ENGINE, choices=engine_names())
+    from glmtts.cli import engine_arg
+
+    parser.add_argument("--engine", default=DEFAULT_ENGINE, type=engine_arg,
+                        help=f"one of {', '.join(engine_names())} (default {DEFAULT_ENGINE})")
     parser.add_argument("--voice", help="voice name or path of a Piper .onnx voice")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU exists")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
+from glmtts.paths import event_store_path
 from glmtts.session import SynthesisSession
 from monitoring import Sampler, Store, open_store
 from ui import metrics_port
@@ -41,7 +42,7 @@ def app_resources() -> AppResources:
     from ui.metrics_port import start_metrics_port
 
     start_metrics_port()  # only when GLMTTS_METRICS_PORT is set
-    store = open_store(os.environ.get("GLMTTS_DB") or None)
+    store = open_store(event_store_path())
     app_session = store.start_session("app", pid=os.getpid())
     sampler = Sampler(store=store, session_id=app_session).start()
     return AppResources(store, sampler, app_session)

@@ -65,6 +65,7 @@ def cmd_batch(args: argparse.Namespace, out: TextIO | None = None) -> int:
     from glmtts.batch.tasks import load_tasks
     from glmtts.device import resolve_device
     from glmtts.errors import DeviceUnavailableError
+    from glmtts.paths import event_store_path
     from glmtts.session import SynthesisSession
     from glmtts.shutdown import GracefulShutdown, ShutdownRequested
     from monitoring import open_store
@@ -76,7 +77,7 @@ def cmd_batch(args: argparse.Namespace, out: TextIO | None = None) -> int:
     except DeviceUnavailableError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return USAGE_ERROR
-    store = open_store()
+    store = open_store(event_store_path())
     from glmtts.cli import UsageError, engine_options
 
     try:

@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
 from glmtts.errors import EngineNotLoadedError, InvalidRequestError
 from glmtts.request import SynthesisRequest, SynthesisResult
-
-#: Fault injection for tests (CPU machines cannot run out of GPU memory on demand): a request
-#: whose text contains this variable's value fails once per engine object with an out-of-memory
-#: error, as if the allocation had failed. Unset in normal use.
-INJECT_OOM_ENV = "GLMTTS_INJECT_OOM"
 
 #: Request fields an engine may or may not honour (``text`` is always honoured).
 KNOBS = ("voice", "reference_audio", "sample_rate", "use_kv_cache", "seed", "sampling_method",
@@ -93,26 +87,6 @@ class Engine(ABC):
 
     def __init__(self) -> None:
         self._device: str | None = None
-        self._oom_faults: list[str] = []
-        if os.environ.get(INJECT_OOM_ENV):
-            self._oom_faults.append(os.environ[INJECT_OOM_ENV])
-
-    def inject_oom(self, match: str = "") -> None:
-        """Test switch: the next request whose text contains ``match`` ("" = any) fails once
-        with an out-of-memory error (``torch.cuda.OutOfMemoryError`` on CUDA, ``MemoryError``
-        on the CPU)."""
-        self._oom_faults.append(match)
-
-    def _maybe_fail(self, request: SynthesisRequest) -> None:
-        for match in self._oom_faults:
-            if match in request.text:
-                self._oom_faults.remove(match)
-                message = f"injected out-of-memory fault (test switch, match {match!r})"
-                if self._device and self._device.startswith("cuda"):
-                    import torch
-
-                    raise torch.cuda.OutOfMemoryError(message)
-                raise MemoryError(message)
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -204,6 +178,4 @@ class Engine(ABC):
         if not self.loaded:
             raise EngineNotLoadedError(f"the {self.name} engine is not loaded: call load() first")
         self.check(request)
-        if self._oom_faults:
-            self._maybe_fail(request)
         return self._synthesize(request)

@@ -373,8 +373,6 @@ class WorkerEngine(Engine):
 
             raise EngineNotLoadedError(f"the {self.name} engine is not loaded: call load() "
                                        f"first")
-        if self._oom_faults:
-            self._maybe_fail(request)
         return self._synthesize(request)
 
     def _synthesize(self, request: SynthesisRequest) -> SynthesisResult:

@@ -114,10 +114,10 @@ def test_kill_9_mid_batch_then_resume_finishes_every_line_once(tmp_path: Path) -
     done_before = [e["uttid"] for e in read_manifest(manifest)]
     assert 1 <= len(done_before) < len(texts), "the kill must land mid-batch"
 
-    # The resumed run also goes through the subprocess fault switch (GLMTTS_INJECT_OOM): the
+    # The resumed run uses the test engine with its out-of-memory switch (GLMTTS_TEST_OOM): the
     # last line's first attempt runs out of memory and is retried.
-    resumed = _cli(str(tasks), "-o", str(out), "--cpu", "--resume",
-                   env={"GLMTTS_INJECT_OOM": "Line number 14"})
+    resumed = _cli(str(tasks), "-o", str(out), "--cpu", "--resume", "--engine",
+                   "tests.fault_engines:FaultyPiper", env={"GLMTTS_TEST_OOM": "Line number 14"})
     stdout, stderr = resumed.communicate(timeout=180)
     assert resumed.returncode == 0, stderr
     assert "Traceback" not in stderr

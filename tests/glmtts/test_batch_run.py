@@ -34,7 +34,7 @@ WORDS = ["One.", "Two words.", "The third line.", "Four.", "Five is here.", "Six
 def session():
     """One CPU session for the module (its model loads once, reloads after a recovery)."""
     store = open_store(":memory:")
-    s = SynthesisSession("piper", device="cpu", store=store, label="batch-tests")
+    s = SynthesisSession(FAULTY, device="cpu", store=store, label="batch-tests")
     yield s
     s.close()
     store.close()
@@ -45,9 +45,12 @@ def _jsonl(texts: list[str], **extra) -> str:
                      for i, t in enumerate(texts, start=1)) + "\n"
 
 
+FAULTY = "tests.fault_engines:FaultyPiper"  # the voice with an OOM switch (tests only)
+
+
 def _plan(session, text: str, folder: Path | None = None):
-    return parse_tasks(text, folders=[folder] if folder else [],
-                       engines={"piper": session.engine})
+    return parse_tasks(text, folders=[folder] if folder else [], engine=FAULTY,
+                       engines={FAULTY: session.engine})
 
 
 def _manifest(out: Path) -> list[dict]:
@@ -55,8 +58,8 @@ def _manifest(out: Path) -> list[dict]:
 
 
 def test_oom_on_line_3_of_10_is_recovered_and_recorded(session, tmp_path: Path) -> None:
-    """Fault injected in-process with ``engine.inject_oom`` (the CPU fault switch; the same
-    one ``GLMTTS_INJECT_OOM`` sets): line 3's first attempt raises MemoryError."""
+    """Fault injected in-process with the test engine's ``inject_oom`` (the switch
+    ``GLMTTS_TEST_OOM`` sets in a subprocess): line 3's first attempt raises MemoryError."""
     plan = _plan(session, _jsonl(WORDS))
     session.engine.inject_oom("The third line")
     seen = []

@@ -88,8 +88,8 @@ def test_device_lock_serialises_sessions(store) -> None:
 
 
 def test_out_of_memory_is_recovered_by_cleanup_and_retry(store) -> None:
-    """CPU stand-in for a GPU out-of-memory: the engine's fault-injection switch."""
-    session = SynthesisSession(store=store)
+    """CPU stand-in for a GPU out-of-memory: the test engine's switch (tests/fault_engines)."""
+    session = SynthesisSession("tests.fault_engines:FaultyPiper", store=store)
     session.synthesize(SynthesisRequest(text="Warm.", seed=0))
     session.engine.inject_oom("overflow")
     outcome = session.synthesize(SynthesisRequest(text="This will overflow once.", seed=2))
@@ -104,8 +104,8 @@ def test_out_of_memory_is_recovered_by_cleanup_and_retry(store) -> None:
 
 
 def test_out_of_memory_twice_is_a_clear_error(store) -> None:
-    """CPU stand-in for a GPU out-of-memory: the engine's fault-injection switch, twice."""
-    session = SynthesisSession(store=store)
+    """CPU stand-in for a GPU out-of-memory: the test engine's switch, twice."""
+    session = SynthesisSession("tests.fault_engines:FaultyPiper", store=store)
     session.engine.inject_oom("twice")
     session.engine.inject_oom("twice")
     with pytest.raises(OutOfMemoryError, match="ran out of memory again"):
@@ -116,7 +116,7 @@ def test_out_of_memory_twice_is_a_clear_error(store) -> None:
 
 
 def test_no_recovery_when_asked(store) -> None:
-    session = SynthesisSession(store=store)
+    session = SynthesisSession("tests.fault_engines:FaultyPiper", store=store)
     session.engine.inject_oom()
     with pytest.raises(OutOfMemoryError, match="out of memory"):
         session.synthesize(SynthesisRequest(text="No retry.", seed=2), recover=False)

@@ -6,7 +6,7 @@ be killed mid-synthesis, lose its CUDA context) it does on request, by its text.
 - ``hang``: never returns (the per-call timeout must end the worker);
 - ``cuda-error``: raises the RuntimeError a poisoned CUDA context raises (no GPU can exist on
   the test machine; the worker must be ended and the next call start a fresh one);
-- ``oom``: raises MemoryError;
+- ``oom``: raises MemoryError; ``oom once``: raises it the first time only (in this worker);
 - anything else: 0.1 s of a 440 Hz tone.
 
 Loading holds 64 MiB of host memory, so that a restart's freed RSS can be measured.
@@ -20,6 +20,8 @@ import numpy as np
 
 from glmtts.engines.base import Capabilities, Engine
 from glmtts.request import SynthesisRequest, SynthesisResult
+
+_FAILED: set[str] = set()  # commands that already failed once in this process
 
 
 class FaultEngine(Engine):
@@ -56,6 +58,9 @@ class FaultEngine(Engine):
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
         elif text == "oom":
             raise MemoryError("test engine: out of memory on request")
+        elif text == "oom once" and "oom once" not in _FAILED:
+            _FAILED.add("oom once")
+            raise MemoryError("test engine: out of memory, once")
         t = np.arange(1600) / 16000
         audio = (0.1 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
         return SynthesisResult(audio=audio, sample_rate=16000, timings={}, wall_s=0.0,

@@ -260,14 +260,21 @@ def test_read_only_check_in_process(tmp_path: Path) -> None:
         Store(blocker / "sub" / "memory.sqlite3")
 
 
-def test_location_from_environment(
+def test_location_is_resolved_once_by_the_app(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, project_root: Path
 ) -> None:
-    monkeypatch.delenv("GLMTTS_DB", raising=False)
-    assert Path(default_db_path()) == project_root / "data" / "memory.sqlite3"
+    """monitoring reads no environment: the app resolves $GLMTTS_DB (glmtts.paths) and passes
+    the path in."""
+    from glmtts.paths import event_store_path
+
     monkeypatch.setenv("GLMTTS_DB", str(tmp_path / "env.sqlite3"))
+    assert Path(default_db_path()) == project_root / "data" / "memory.sqlite3"
     with Store() as store:
-        assert store.path == str(tmp_path / "env.sqlite3")
+        assert store.path == default_db_path()
+    assert event_store_path() == str(tmp_path / "env.sqlite3")
+    assert event_store_path("explicit.sqlite3") == "explicit.sqlite3"
     monkeypatch.setenv("GLMTTS_DB", ":memory:")
-    with Store() as store:
+    with Store(event_store_path()) as store:
         assert store.in_memory
+    monkeypatch.delenv("GLMTTS_DB")
+    assert event_store_path() == default_db_path()

@@ -28,6 +28,8 @@ MAX_CHARS = 24
 MAX_UPLOAD = 1_000_000
 #: A request text containing this fails once with an injected out-of-memory error.
 OOM_MARK = "oomtrip"
+#: The shared service's engine: the embedded voice with the test-only out-of-memory switch.
+FAULTY = "tests.fault_engines:FaultyPiper"
 READY_TIMEOUT_S = 120.0
 
 
@@ -123,7 +125,7 @@ def service(tmp_path_factory: pytest.TempPathFactory):
     running = start_service(tmp_path_factory.mktemp("service"), "--preload",
                             "--max-text-chars", str(MAX_CHARS),
                             "--max-upload-bytes", str(MAX_UPLOAD),
-                            env={"GLMTTS_INJECT_OOM": OOM_MARK})
+                            "--engine", FAULTY, env={"GLMTTS_TEST_OOM": OOM_MARK})
     yield running
     code = running.stop()
     assert code == 0, running.output()
