@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from glmtts.engines.base import Capabilities
-from glmtts.request import MAX_SEED, SAMPLING_METHODS, SPEED_RANGE
+from glmtts.request import MAX_SEED, SAMPLING_METHODS, SPEED_RANGE, SynthesisRequest
 from monitoring.snapshot import Snapshot
 
 #: A text must contain a letter or a digit (``str.isalnum``): Python ``re`` spelling of it.
@@ -34,18 +34,20 @@ REQUEST_FIELDS = ("text", "reference_text", "sample_rate", "use_kv_cache", "seed
                   "sampling_method", "speed")
 
 
-class SynthesisFields(BaseModel):
-    """Types of the synthesis request fields (step 1); rules come from SynthesisRequest."""
+def _request_fields_model() -> type[BaseModel]:
+    """Types of the synthesis request fields (step 1), built from
+    :class:`~glmtts.request.SynthesisRequest` itself (its annotations and defaults): the
+    request's shape is written once."""
+    hints = typing.get_type_hints(SynthesisRequest)
+    fields = {f.name: f for f in dataclasses.fields(SynthesisRequest)}
+    spec: dict[str, Any] = {}
+    for name in REQUEST_FIELDS:
+        default = fields[name].default
+        spec[name] = (hints[name], ... if default is dataclasses.MISSING else default)
+    return create_model("SynthesisFields", __config__=ConfigDict(extra="forbid"), **spec)
 
-    model_config = ConfigDict(extra="forbid")
 
-    text: str
-    reference_text: str | None = None
-    sample_rate: int | None = None
-    use_kv_cache: bool = False
-    seed: int | None = None
-    sampling_method: str = "ras"
-    speed: float = 1.0
+SynthesisFields = _request_fields_model()
 
 
 class CleanupBody(BaseModel):

@@ -69,11 +69,8 @@ class _Checker:
         (length 2-30 s, not silent...), done now so that a bad clip fails before any model
         loads. None when the clip is usable."""
         if path not in self.references:
-            try:
-                from glmtts.reference_audio import load_reference
-            except ImportError:  # no such checks in this build: the engine checks at run time
-                self.references[path] = None
-                return None
+            from glmtts.reference_audio import load_reference
+
             try:
                 load_reference(path)
                 self.references[path] = None

@@ -374,7 +374,8 @@ def run_batch(plan: BatchPlan, output: str | Path, session: SynthesisSession, *,
     """Run ``plan`` into ``output`` in one call; ``on_line(result, progress)`` after each line.
 
     Returns:
-        The final progress and every line's result, in file order.
+        The final progress and every line's result, in :meth:`BatchPlan.run_order` (invalid
+        lines first, then the valid ones grouped by engine, each group in file order).
 
     Raises:
         BatchInputError: see :class:`BatchRunner`.

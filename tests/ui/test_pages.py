@@ -247,3 +247,13 @@ def test_monitor_reaches_back_past_a_restart_through_the_store(app) -> None:
         ys = np.frombuffer(base64.b64decode(ys["bdata"]), dtype=ys["dtype"]).tolist()
     assert any(abs(y - 123) < 0.01 for y in ys)  # the stored minutes, in MiB
     assert len(rss["x"]) == len(ys) and len(ys) >= 5
+
+
+def test_history_with_no_kind_selected_shows_no_event(app) -> None:
+    _synthesize(app)
+    app.switch_page("pages/history.py").run()
+    assert len(app.dataframe[0].value) == 3
+    app.multiselect(key="history_kinds").set_value([]).run()
+    assert not app.exception, app.exception
+    assert len(app.dataframe[0].value) == 0
+    assert any("No kind of event is selected" in i.value for i in app.info)
