@@ -252,7 +252,7 @@ def test_monitor_reaches_back_past_a_restart_through_the_store(app) -> None:
 def test_history_with_no_kind_selected_shows_no_event(app) -> None:
     _synthesize(app)
     app.switch_page("pages/history.py").run()
-    assert len(app.dataframe[0].value) == 3
+    assert list(app.dataframe[0].value["kind"])[::-1] == ["load", "synthesis"]
     app.multiselect(key="history_kinds").set_value([]).run()
     assert not app.exception, app.exception
     assert len(app.dataframe[0].value) == 0
