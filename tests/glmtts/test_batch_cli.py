@@ -102,7 +102,8 @@ def test_kill_9_mid_batch_then_resume_finishes_every_line_once(tmp_path: Path) -
     tasks = _tasks(tmp_path / "t.jsonl", texts)
     out = tmp_path / "out"
     manifest = out / "manifest.jsonl"
-    proc = _cli(str(tasks), "-o", str(out), "--cpu")
+    faulty = "tests.fault_engines:FaultyPiper"  # the voice, with the test-only OOM switch
+    proc = _cli(str(tasks), "-o", str(out), "--cpu", "--engine", faulty)
     try:
         _wait_for_first_line(proc, manifest)
         proc.send_signal(signal.SIGKILL)
@@ -116,8 +117,8 @@ def test_kill_9_mid_batch_then_resume_finishes_every_line_once(tmp_path: Path) -
 
     # The resumed run uses the test engine with its out-of-memory switch (GLMTTS_TEST_OOM): the
     # last line's first attempt runs out of memory and is retried.
-    resumed = _cli(str(tasks), "-o", str(out), "--cpu", "--resume", "--engine",
-                   "tests.fault_engines:FaultyPiper", env={"GLMTTS_TEST_OOM": "Line number 14"})
+    resumed = _cli(str(tasks), "-o", str(out), "--cpu", "--resume", "--engine", faulty,
+                   env={"GLMTTS_TEST_OOM": "Line number 14"})
     stdout, stderr = resumed.communicate(timeout=180)
     assert resumed.returncode == 0, stderr
     assert "Traceback" not in stderr

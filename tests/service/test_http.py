@@ -71,7 +71,7 @@ def test_multipart_variant_takes_reference_audio(client, make_wav) -> None:
     assert response.status_code == 200, response.text
     assert sf.info(io.BytesIO(response.content)).frames > 0
     notes = json.loads(response.headers["x-synthesis-notes"])
-    assert any("reference_audio is ignored by the piper engine" in n for n in notes)
+    assert any("reference_audio is ignored by the" in n and "engine" in n for n in notes)
 
 
 def test_text_cleanup_is_reported(client) -> None:
