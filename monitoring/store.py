@@ -390,6 +390,22 @@ class Store:
         )
         return frame
 
+    def latest_event_id(self, *, session_id: str | None = None,
+                        kind: str | None = None) -> str | None:
+        """Id of the newest event (of ``session_id``, of ``kind``), or None: a cheap question
+        (one index lookup) that tells a reader whether anything new was recorded."""
+        where, params = self._where(
+            [
+                ("kind = ?", [kind] if kind is not None else []),
+                ("session_id = ?", [session_id] if session_id is not None else []),
+            ]
+        )
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT event_id FROM events{where} ORDER BY id DESC LIMIT 1", params
+            ).fetchone()
+        return None if row is None else str(row[0])
+
     def sessions(self) -> pd.DataFrame:
         """All sessions, oldest first."""
         return self._frame("SELECT * FROM sessions ORDER BY started_wall_s")

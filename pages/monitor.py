@@ -76,12 +76,27 @@ def timeline() -> None:
 
 timeline()
 
-syn = res.store.events(kind="synthesis", session_id=session.session_id, last=GROWTH_EVENTS)
+def _growth() -> tuple[object | None, object | None, str | None]:
+    """The growth curve and the latest breakdown, rebuilt only when this session recorded a
+    synthesis since they were drawn (a plain rerun asks the store one index lookup)."""
+    newest = res.store.latest_event_id(session_id=session.session_id, kind="synthesis")
+    cached = st.session_state.get("_growth_figures")
+    if cached is not None and cached[0] == (session.session_id, newest):
+        return cached[1]
+    syn = res.store.events(kind="synthesis", session_id=session.session_id,
+                           last=GROWTH_EVENTS)
+    figures = ((charts.growth_figure(syn), charts.breakdown_figure(syn.iloc[-1]),
+                str(syn.iloc[-1]["label"])) if len(syn) else (None, None, None))
+    st.session_state["_growth_figures"] = ((session.session_id, newest), figures)
+    return figures
+
+
+growth, breakdown, latest_label = _growth()
 left, right = st.columns(2)
 with left:
     st.subheader("Growth per synthesis")
-    if len(syn):
-        st.plotly_chart(charts.growth_figure(syn), key="growth_chart", width="stretch")
+    if growth is not None:
+        st.plotly_chart(growth, key="growth_chart", width="stretch")
         st.caption("Bars: retained after each synthesis and its peak above the start; line: "
                    "the level after it. A level that keeps rising is a leak; one that levels "
                    "off is the allocator's cache.")
@@ -89,11 +104,9 @@ with left:
         st.caption("No synthesis yet in this session.")
 with right:
     st.subheader("Latest synthesis, by part")
-    if len(syn):
-        latest = syn.iloc[-1]
-        st.plotly_chart(charts.breakdown_figure(latest), key="breakdown_chart",
-                        width="stretch")
-        st.caption(f"“{latest['label']}”")
+    if breakdown is not None:
+        st.plotly_chart(breakdown, key="breakdown_chart", width="stretch")
+        st.caption(f"“{latest_label}”")
     else:
         st.caption("No synthesis yet in this session.")
 

@@ -278,3 +278,14 @@ def test_location_is_resolved_once_by_the_app(
         assert store.in_memory
     monkeypatch.delenv("GLMTTS_DB")
     assert event_store_path() == default_db_path()
+
+
+def test_latest_event_id_tells_whether_anything_new_was_recorded() -> None:
+    with Store(":memory:") as store:
+        session = store.start_session("t")
+        assert store.latest_event_id(session_id=session) is None
+        first = store.log_event("synthesis", session_id=session)
+        store.log_event("cleanup", session_id=session)
+        assert store.latest_event_id(session_id=session, kind="synthesis") == first
+        assert store.latest_event_id(session_id=session) != first
+        assert store.latest_event_id(session_id="other") is None
