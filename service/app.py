@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Literal
@@ -133,6 +134,49 @@ def _notes_for(service: Service, given: set[str]) -> list[str]:
             notes.append(f"{knob} is ignored by the {service.session.engine_name} engine: "
                          f"{reason}")
     return notes
+
+
+#: Deepest nesting of arrays and objects a JSON body may have (a request is flat).
+MAX_JSON_DEPTH = 32
+#: Longest number literal accepted in a JSON body, in characters.
+MAX_NUMBER_CHARS = 40
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_JSON_NESTING = re.compile(rb"[\[\]{}]")
+
+
+def _bounded_number(text: str) -> int:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise ValueError(f"a number of {len(text):,} digits (at most {MAX_NUMBER_CHARS})")
+    return int(text)
+
+
+def parse_json_body(body: bytes) -> Any:
+    """A JSON body, with its nesting depth and number lengths bounded before they can cost
+    the server (deep nesting would exhaust Python's stack, a 5,000-digit number its int
+    parser); every problem is a 400 naming it, never a 500.
+
+    Raises:
+        ApiError: 400, not JSON or over the bounds; 422, field names that are not text.
+    """
+    depth = deepest = 0
+    for match in _JSON_NESTING.finditer(_JSON_STRING.sub(b'""', body)):
+        depth += 1 if match.group() in (b"[", b"{") else -1
+        deepest = max(deepest, depth)
+        if deepest > MAX_JSON_DEPTH:
+            raise ApiError(400, f"the body is not valid JSON for this service: it nests "
+                                f"deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        data = json.loads(body, parse_int=_bounded_number)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ApiError(400, f"the body is not valid JSON: {exc}") from None
+    if isinstance(data, dict):
+        for key in data:
+            try:
+                key.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ApiError(422, "a field name is not valid text (it holds a lone "
+                                    "surrogate, \\ud800-\\udfff)") from None
+    return data
 
 
 def _read_audio_upload(upload: UploadFile, folder: Path) -> Path:
@@ -297,7 +341,8 @@ def create_app(service: Service) -> FastAPI:
         return _error(500, f"internal error ({type(exc).__name__}); see the service log")
 
     # ------------------------------------------------------------------------ routes
-    @app.get("/v1/health", response_model=schemas.HealthOut, tags=["service"],
+    @app.api_route("/v1/health", methods=["GET", "HEAD"], response_model=schemas.HealthOut,
+                   tags=["service"],
              responses=_errors(401), summary="Is the service up, and is its model loaded")
     def health() -> dict[str, Any]:
         return {"status": "ok", "engine": service.session.engine_name,
@@ -309,10 +354,7 @@ def create_app(service: Service) -> FastAPI:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type == "application/json" or content_type.endswith("+json"):
             body = await request.body()
-            try:
-                data = json.loads(body)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise ApiError(400, f"the body is not valid JSON: {exc}") from None
+            data = parse_json_body(body)
             if not isinstance(data, dict):
                 raise ApiError(422, "the body must be a JSON object with at least a 'text' "
                                     "field")
@@ -403,10 +445,7 @@ def create_app(service: Service) -> FastAPI:
             if content_type.lower() != "application/json":
                 raise ApiError(415, "send the cleanup level as application/json, e.g. "
                                     '{"level": "light"}')
-            try:
-                data = json.loads(body)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise ApiError(400, f"the body is not valid JSON: {exc}") from None
+            data = parse_json_body(body)
             if not isinstance(data, dict):
                 raise ApiError(422, 'the body must be a JSON object, e.g. {"level": "light"}')
             try:
@@ -439,7 +478,8 @@ def create_app(service: Service) -> FastAPI:
             "upstream_modules_left": result.details.get("upstream_modules_left"),
         }
 
-    @app.get("/v1/memory", response_model=schemas.MemoryOut, tags=["memory"],
+    @app.api_route("/v1/memory", methods=["GET", "HEAD"], response_model=schemas.MemoryOut,
+                   tags=["memory"],
              summary="Every memory figure now, the models held, and the policy's advice",
              responses=_errors(401))
     def memory() -> dict[str, Any]:
@@ -465,7 +505,8 @@ def create_app(service: Service) -> FastAPI:
                       "fallback_reason": store.fallback_reason},
         }
 
-    @app.get("/v1/memory/snapshot", tags=["memory"], response_class=Response,
+    @app.api_route("/v1/memory/snapshot", methods=["GET", "HEAD"], tags=["memory"],
+                   response_class=Response,
              summary="CUDA memory snapshot (pickle) for https://pytorch.org/memory_viz",
              responses={200: {"description": "torch.cuda.memory._snapshot(), pickled",
                               "content": {SNAPSHOT_MEDIA_TYPE: {
@@ -482,7 +523,8 @@ def create_app(service: Service) -> FastAPI:
             "Content-Disposition": f'attachment; filename="{snapshot_filename()}"',
             "X-Memory-History": "recording" if history.recording else "off"})
 
-    @app.get(METRICS_PATH, tags=["service"], response_class=Response,
+    @app.api_route(METRICS_PATH, methods=["GET", "HEAD"], tags=["service"],
+                   response_class=Response,
              summary="Prometheus metrics (text format)",
              responses={200: {"description": "Prometheus text exposition format 0.0.4",
                               "content": {"text/plain": {"schema": {"type": "string"}}}},

@@ -60,7 +60,7 @@ class TokenAuth:
     def __init__(self, app: ASGIApp, *, token: str | None,
                  public_paths: frozenset[str] = frozenset()) -> None:
         self.app = app
-        self._expected = f"Bearer {token}".encode() if token is not None else None
+        self._expected = token.encode() if token is not None else None
         self.public_paths = public_paths
 
     def allowed(self, scope: Scope) -> bool:
@@ -68,7 +68,10 @@ class TokenAuth:
         if self._expected is None or scope.get("path") in self.public_paths:
             return True
         given = _header(scope, b"authorization") or b""
-        return hmac.compare_digest(given, self._expected)
+        scheme, _, credentials = given.strip().partition(b" ")
+        # RFC 9110: the scheme is case-insensitive ("bearer", "Bearer", "BEARER")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(),
+                                                                    self._expected)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self.allowed(scope):

@@ -58,6 +58,9 @@ def test_the_token_opens_every_endpoint(public_service) -> None:
     assert client.get("/v1/memory/snapshot", headers=GOOD).status_code == 409
     assert client.post("/v1/synthesize", headers=GOOD, json={"text": ""}).status_code == 422
     assert client.post("/v1/cleanup", headers=GOOD, json={"level": "light"}).status_code == 200
+    for scheme in ("bearer", "BEARER", "Bearer "):  # RFC 9110: the scheme is case-insensitive
+        answer = client.get("/v1/health", headers={"Authorization": f"{scheme} {TOKEN}"})
+        assert answer.status_code == 200, scheme
     spec = client.get("/openapi.json", headers=GOOD).json()
     assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     assert spec["security"] == [{"bearer": []}]

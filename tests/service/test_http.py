@@ -292,3 +292,27 @@ def test_an_audio_bomb_is_refused_by_its_header(service, client, tmp_path) -> No
     assert answer.status_code == 422 and answer.json()["field"] == "reference_audio"
     assert "120.0 s long; the limit is 30 s" in answer.json()["error"]
     assert server.memory_info().rss - before < 100 * 2**20
+
+
+@pytest.mark.parametrize(("body", "words"), [
+    (b"[" * 100_000, "nests deeper than 32 levels"),
+    (b'{"a":' * 40_000, "nests deeper than 32 levels"),
+    (b'{"text": "Hi.", "seed": ' + b"9" * 5000 + b"}", "a number of 5,000 digits"),
+    (b'{"text": "Hi.", "sample_rate": ' + b"1" * 5000 + b"}", "a number of 5,000 digits"),
+    (b'{"\\ud800": 1}', "not valid text"),
+])
+def test_hostile_json_is_a_4xx_never_a_500(client, body: bytes, words: str) -> None:
+    answer = client.post("/v1/synthesize", content=body,
+                         headers={"content-type": "application/json"})
+    assert 400 <= answer.status_code < 500, answer.text
+    assert words in answer.json()["error"]
+    level = client.post("/v1/cleanup", content=b'{"level": ' + b"7" * 5000 + b"}",
+                        headers={"content-type": "application/json"})
+    assert level.status_code == 400 and "digits" in level.json()["error"]
+
+
+def test_head_where_get_exists(client) -> None:
+    for path in ("/v1/health", "/v1/memory", "/metrics"):
+        answer = client.head(path)
+        assert answer.status_code == 200, (path, answer.status_code)
+        assert answer.content == b""

@@ -65,7 +65,8 @@ def positive_data_accepted(ctx: CheckContext, response, case) -> bool | None:
 
 #: Every operation of the description; a test below fails if the description has others.
 OPERATIONS = ["GET /v1/health", "POST /v1/synthesize", "POST /v1/cleanup", "GET /v1/memory",
-              "GET /v1/memory/snapshot", "GET /metrics"]
+              "GET /v1/memory/snapshot", "GET /metrics", "HEAD /v1/health", "HEAD /v1/memory",
+              "HEAD /v1/memory/snapshot", "HEAD /metrics"]
 
 
 @pytest.fixture(scope="module")
