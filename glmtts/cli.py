@@ -54,6 +54,9 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--python",
                         help="the worker's interpreter (default: $GLMTTS_PYTHON, else "
                              "$GLMTTS_HOME/.venv/bin/python, else this one)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="read the voice from its ONNX file, not from the converted-voice "
+                             "cache ($GLMTTS_CACHE_DIR, default ~/.cache/glmtts)")
 
 
 def engine_options(args: argparse.Namespace) -> dict[str, object]:
@@ -65,8 +68,10 @@ def engine_options(args: argparse.Namespace) -> dict[str, object]:
 
     accepted = inspect.signature(engine_class(args.engine).__init__).parameters
     given = {"voice": getattr(args, "voice", None), "home": args.home,
-             "use_phoneme": True if args.phoneme else None}
-    flags = {"voice": "--voice", "home": "--home", "use_phoneme": "--phoneme"}
+             "use_phoneme": True if args.phoneme else None,
+             "cache": False if getattr(args, "no_cache", False) else None}
+    flags = {"voice": "--voice", "home": "--home", "use_phoneme": "--phoneme",
+             "cache": "--no-cache"}
     options: dict[str, object] = {}
     for name, value in given.items():
         if value is None:

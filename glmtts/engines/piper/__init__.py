@@ -21,8 +21,9 @@ import torch
 from glmtts.audio import join_with_pauses, resample
 from glmtts.device import resolve_device
 from glmtts.engines.base import Capabilities, Engine
+from glmtts.engines.piper import cache as voice_cache
 from glmtts.engines.piper import phonemes
-from glmtts.engines.piper.vits import VitsVoice
+from glmtts.engines.piper.vits import VitsConfig, VitsVoice
 from glmtts.engines.piper.weights import check_shapes, infer_config, read_onnx_voice
 from glmtts.engines.weights import tensor_bytes
 from glmtts.errors import InvalidRequestError, VoiceError
@@ -119,8 +120,9 @@ class PiperEngine(Engine):
     name = "piper"
 
     def __init__(self, voice: str | Path | None = None, noise_scale: float | None = None,
-                 noise_w: float | None = None) -> None:
+                 noise_w: float | None = None, cache: bool = True) -> None:
         super().__init__()
+        self.cache = bool(cache)
         self.voice_path = resolve_voice(voice)
         self.config = VoiceConfig.read(self.voice_path.with_name(self.voice_path.name + ".json"))
         self.noise_scale = self.config.noise_scale if noise_scale is None else noise_scale
@@ -152,16 +154,17 @@ class PiperEngine(Engine):
         if self._model is not None:
             return
         target = resolve_device(device)
-        weights, attrs = read_onnx_voice(self.voice_path)
-        cfg = infer_config(weights, attrs)
+        cached = voice_cache.load(self.voice_path) if self.cache else None
+        if cached is not None:  # no ONNX file, no onnx package: our own weights, mmapped
+            cfg, state = cached
+        else:
+            cfg, state = self._convert()
+            if self.cache:
+                voice_cache.save(self.voice_path, cfg, state)
         if cfg.num_symbols != self.config.num_symbols:
             raise VoiceError(f"the voice config says {self.config.num_symbols} symbols but "
                              f"the model has {cfg.num_symbols}: config and model do not match")
         model = VitsVoice(cfg)
-        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        check_shapes(expected, weights)
-        state = {k: torch.from_numpy(np.array(weights[k], dtype=np.float32)).reshape(shape)
-                 for k, shape in expected.items()}
         model.load_state_dict(state, assign=True)
         model.requires_grad_(False).eval()
         model.dec.fold_block_mean()
@@ -171,6 +174,16 @@ class PiperEngine(Engine):
         self._device = target
         log.info("loaded %s on %s (%d parameters)", self.voice_name, target,
                  sum(p.numel() for p in model.parameters()))
+
+    def _convert(self) -> tuple[VitsConfig, dict[str, torch.Tensor]]:
+        """Read the ONNX voice into our weights (imports ``onnx``: done once per voice file
+        when the cache is on)."""
+        weights, attrs = read_onnx_voice(self.voice_path)
+        cfg = infer_config(weights, attrs)
+        expected = {k: tuple(v.shape) for k, v in VitsVoice(cfg).state_dict().items()}
+        check_shapes(expected, weights)
+        return cfg, {k: torch.from_numpy(np.array(weights[k], dtype=np.float32)).reshape(shape)
+                     for k, shape in expected.items()}
 
     def unload(self) -> None:
         self._model = None
