@@ -76,14 +76,18 @@ def join_with_pauses(chunks: list[np.ndarray], pauses_s: list[float], sample_rat
 
 def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int) -> Path:
     """Write mono float audio as 16-bit PCM WAV; return the path."""
-    import soundfile as sf
 
     path = Path(path)
+    if path.is_dir():
+        raise OSError(f"cannot write {path}: it is a folder; give a file name, e.g. "
+                      f"{path / 'out.wav'}")
+    data = wav_bytes(audio, sample_rate)  # encoded first: a write error is the disk's
     try:
-        sf.write(str(path), np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16",
-                 format="WAV")
-    except sf.LibsndfileError as exc:
-        raise OSError(f"cannot write {path}: {exc.error_string}") from exc
+        with path.open("wb") as out:
+            out.write(data)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise OSError(f"cannot write {path}: {reason}") from None
     return path
 
 

@@ -165,6 +165,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
     folder = args.output.expanduser().resolve().parent
     if not folder.is_dir():
         raise GlmTtsError(f"the output folder {folder} does not exist")
+    if args.output.expanduser().is_dir():
+        raise UsageError(f"-o {args.output} is a folder: give a file name, e.g. "
+                         f"{args.output / 'out.wav'}")
     options = engine_options(args)
     request = SynthesisRequest(
         text=text, voice=args.voice, sample_rate=args.sample_rate, seed=args.seed,
@@ -232,5 +235,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        text = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
+        print(f"error: {text}", file=sys.stderr)
         return 1

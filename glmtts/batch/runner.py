@@ -307,6 +307,11 @@ class BatchRunner:
         wav = entry.get("wav")
         if wav != task.wav_name or not (self.output / task.wav_name).is_file():
             return None
+        problem = _wav_problem(self.output / task.wav_name, entry)
+        if problem is not None:
+            log.warning("line %d (%s): the earlier WAV %s; synthesising it again", task.line,
+                        task.uttid, problem)
+            return None
         return entry
 
     def _session_for(self, task: BatchTask) -> SynthesisSession:
@@ -365,6 +370,25 @@ class BatchRunner:
             total=p.total, done=p.done + 1, resumed=p.resumed + int(result.resumed),
             audio_s=p.audio_s + ((result.audio_s or 0.0) if result.status == "ok" else 0.0),
             elapsed_s=time.perf_counter() - self._t0, eta_s=rate.eta(), **counts)
+
+
+def _wav_problem(path: Path, entry: dict[str, Any]) -> str | None:
+    """Why a WAV an earlier run wrote cannot be trusted (unreadable, another rate, a length other
+    than the manifest says: truncated), or None."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except (RuntimeError, OSError) as exc:
+        return f"cannot be read ({exc})"
+    if entry.get("sample_rate") not in (None, info.samplerate):
+        return f"is at {info.samplerate} Hz, not {entry['sample_rate']} Hz"
+    expected = entry.get("audio_s")
+    if isinstance(expected, (int, float)) and abs(info.frames / info.samplerate - expected) > (
+            2.0 / info.samplerate + 1e-3):
+        return (f"holds {info.frames / info.samplerate:.3f} s, not the {expected:.3f} s the "
+                f"manifest records (truncated?)")
+    return None
 
 
 def run_batch(plan: BatchPlan, output: str | Path, session: SynthesisSession, *,

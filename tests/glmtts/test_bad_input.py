@@ -214,3 +214,37 @@ def test_cli_output_folder_missing(tmp_path: Path) -> None:
     assert "error:" in proc.stderr and "Traceback" not in proc.stderr
 
 
+
+
+def test_unwritable_outputs_say_why(tmp_path) -> None:
+    """-o naming a folder is a usage error before anything loads; a full disk names itself."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+
+    def synth(out: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "glmtts", "synth", "Hi there.", "-o", out],
+                              cwd=root, capture_output=True, text=True, timeout=120)
+
+    folder = synth(str(tmp_path))
+    assert folder.returncode == 2 and "is a folder: give a file name" in folder.stderr
+    full = synth("/dev/full")
+    assert full.returncode == 1 and "No space left on device" in full.stderr
+    assert "System error" not in full.stderr and "Traceback" not in full.stderr
+
+
+def test_run_app_refuses_a_public_address_without_the_flag() -> None:
+    """The app has no authentication: a non-loopback address needs an explicit flag, and the
+    refusal says how to put authentication in front (nothing is installed or started)."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "run-app.sh"
+    for address in ("0.0.0.0", "192.168.1.20", "::"):
+        done = subprocess.run([str(script)], env={**os.environ, "GLMTTS_ADDRESS": address},
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 2, (address, done.stderr)
+        assert "--i-know-this-is-public" in done.stderr and "authentication" in done.stderr

@@ -156,6 +156,14 @@ def test_resume_redoes_a_line_whose_request_changed(session, tmp_path: Path) -> 
     _, results = run_batch(_plan(session, _jsonl(["Alpha.", "Gamma now."])), out, session,
                            resume=True)
     assert [(r.uttid, r.resumed) for r in results] == [("u01", False), ("u02", True)]
+    # ... and a line whose WAV is truncated (or no longer audio): re-checked, redone.
+    data = (out / "u02.wav").read_bytes()
+    (out / "u02.wav").write_bytes(data[: len(data) // 2])
+    (out / "u01.wav").write_bytes(b"not audio any more")
+    _, results = run_batch(_plan(session, _jsonl(["Alpha.", "Gamma now."])), out, session,
+                           resume=True)
+    assert [(r.uttid, r.resumed) for r in results] == [("u01", False), ("u02", False)]
+    assert (out / "u02.wav").read_bytes() != data[: len(data) // 2]
 
 
 def test_a_folder_in_use_is_refused(session, tmp_path: Path) -> None:
