@@ -38,7 +38,7 @@ from monitoring.allocator_history import snapshot_filename
 from monitoring.errors import SnapshotUnavailableError
 from service import schemas
 from service.errors import BusyError
-from service.middleware import BodyLimit, BodyTooLargeError, TokenAuth
+from service.middleware import BodyLimit, BodyStalledError, BodyTooLargeError, TokenAuth
 from service.runtime import Service, new_synthesis_id
 
 log = logging.getLogger(__name__)
@@ -330,6 +330,10 @@ def create_app(service: Service) -> FastAPI:
     async def tts_error(request: Request, exc: GlmTtsError) -> JSONResponse:
         return _error(503, f"the service cannot synthesize now: {exc}")
 
+    @app.exception_handler(BodyStalledError)
+    async def stalled(request: Request, exc: BodyStalledError) -> JSONResponse:
+        return _error(408, str(exc))
+
     @app.exception_handler(BodyTooLargeError)
     async def too_large(request: Request, exc: BodyTooLargeError) -> JSONResponse:
         return _error(413, str(exc))
@@ -409,8 +413,11 @@ def create_app(service: Service) -> FastAPI:
                              description="wav: the audio itself; json: record + base64 WAV")
                          ) -> Response:
         synthesis_id = new_synthesis_id()
-        with service.admission(), contextlib.ExitStack() as stack:
+        with contextlib.ExitStack() as stack:
+            # The body is read and checked before a synthesis slot is taken: slow or broken
+            # uploads cost a connection, never other clients' turn.
             synthesis, given = await parse_synthesis(request, stack)
+            stack.enter_context(service.admission())
             try:
                 outcome, audio = await run_in_threadpool(service.synthesize_wav,
                                                          synthesis, synthesis_id)
@@ -536,7 +543,8 @@ def create_app(service: Service) -> FastAPI:
     _install_openapi(app, service)
     public = frozenset({METRICS_PATH}) if settings.metrics_public else frozenset()
     app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes,
-                       max_upload_bytes=settings.max_upload_bytes)
+                       max_upload_bytes=settings.max_upload_bytes,
+                       body_timeout_s=settings.body_timeout_s)
     app.add_middleware(TokenAuth, token=settings.token, public_paths=public)
     return app
 

@@ -7,6 +7,7 @@ route call.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -29,6 +30,24 @@ class BodyTooLargeError(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(f"the request body is larger than the limit of {limit:,} bytes")
         self.limit = limit
+
+
+class BodyStalledError(Exception):
+    """The client sent no byte of its request body for longer than the idle limit."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"the request body stalled: no byte arrived for {seconds:g} s; send "
+                         f"the whole request at once")
+        self.seconds = seconds
+
+
+async def _receive_within(receive: Receive, seconds: float | None) -> Message:
+    if seconds is None:
+        return await receive()
+    try:
+        return await asyncio.wait_for(receive(), seconds)
+    except TimeoutError:
+        raise BodyStalledError(seconds) from None
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -90,16 +109,23 @@ class BodyLimit:
     (uploads, up to ``max_upload_bytes``) stream through, counted; when the count passes the
     limit the application's read raises :class:`BodyTooLargeError` and the answer is 413.
 
+    A body whose next chunk does not arrive within ``body_timeout_s`` is answered 408 (a
+    client trickling bytes holds a connection, never a synthesis slot: the service admits a
+    synthesis only after its body has been read and checked).
+
     Args:
         app: The wrapped application.
         max_body_bytes: Limit of non-multipart bodies.
         max_upload_bytes: Limit of multipart bodies.
+        body_timeout_s: Longest wait for the next chunk of a body (None: no limit).
     """
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_upload_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_upload_bytes: int,
+                 body_timeout_s: float | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.max_upload_bytes = max_upload_bytes
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
@@ -129,7 +155,11 @@ class BodyLimit:
         size = 0
         more = True
         while more:
-            message = await receive()
+            try:
+                message = await _receive_within(receive, self.body_timeout_s)
+            except BodyStalledError as exc:
+                await send_error(send, 408, str(exc), headers={"Connection": "close"})
+                return
             if message["type"] == "http.disconnect":
                 return
             chunk = message.get("body", b"")
@@ -158,7 +188,7 @@ class BodyLimit:
 
         async def counted() -> Message:
             nonlocal size
-            message = await receive()
+            message = await _receive_within(receive, self.body_timeout_s)
             if message["type"] == "http.request":
                 size += len(message.get("body", b""))
                 if size > limit:
@@ -178,6 +208,10 @@ class BodyLimit:
                 raise
             await _drain(receive, DRAIN_LIMIT)
             await send_error(send, 413, _too_large(limit, True))
+        except BodyStalledError as exc:
+            if started:
+                raise
+            await send_error(send, 408, str(exc), headers={"Connection": "close"})
 
 
 def _too_large(limit: int, multipart: bool) -> str:

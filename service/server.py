@@ -62,6 +62,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest JSON body (413 above)")
     parser.add_argument("--max-upload-bytes", type=int, default=DEFAULT_MAX_UPLOAD_BYTES,
                         help="largest multipart request with reference audio (413 above)")
+    parser.add_argument("--body-timeout", type=float, default=20.0,
+                        help="seconds a request body may stall between chunks (408 above)")
     parser.add_argument("--max-pending", type=int, default=DEFAULT_MAX_PENDING,
                         help="syntheses allowed to wait for the device (429 above)")
     parser.add_argument("--memory-history", type=int, default=DEFAULT_MEMORY_HISTORY,
@@ -89,6 +91,7 @@ def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
         metrics_public=args.metrics_public, db=args.db, preload=args.preload,
         max_text_chars=args.max_text_chars, max_body_bytes=args.max_body_bytes,
         max_upload_bytes=args.max_upload_bytes, max_pending=args.max_pending,
+        body_timeout_s=args.body_timeout,
         memory_history=args.memory_history, graceful_timeout_s=args.graceful_timeout,
         access_log=bool(getattr(args, "verbose", False)))
 

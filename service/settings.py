@@ -59,6 +59,7 @@ class ServiceSettings:
             characters as sent; at most :data:`~glmtts.request.MAX_TEXT_CHARS`.
         max_body_bytes: Largest non-multipart request body (413 above).
         max_upload_bytes: Largest multipart request (413 above).
+        body_timeout_s: Longest wait for the next chunk of a request body (408 above).
         max_pending: Syntheses allowed to wait for the device at once (429 above).
         memory_history: CUDA memory history ring size (entries); 0 turns recording off. Only
             used on CUDA.
@@ -80,6 +81,7 @@ class ServiceSettings:
     max_text_chars: int = MAX_TEXT_CHARS
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    body_timeout_s: float = 20.0
     max_pending: int = DEFAULT_MAX_PENDING
     memory_history: int = DEFAULT_MEMORY_HISTORY
     graceful_timeout_s: float = 2.5

@@ -1,0 +1,49 @@
+"""Slow clients cost connections, never other clients' turn: a synthesis slot is taken only
+after the body is read, and a body that stalls is answered 408 (real service, loopback)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+BOUNDARY = "glmttsboundary"
+
+
+def _stalled_upload(url: str) -> socket.socket:
+    """Headers of a multipart synthesis promising 600 KB, then a few bytes, then silence."""
+    parsed = urlparse(url)
+    sock = socket.create_connection((parsed.hostname, parsed.port), timeout=30)
+    head = (f"POST /v1/synthesize HTTP/1.1\r\nHost: {parsed.hostname}\r\n"
+            f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+            f"Content-Length: 600000\r\n\r\n")
+    sock.sendall(head.encode() + f"--{BOUNDARY}\r\nContent-Disposition: form-data; "
+                                  f'name="text"\r\n\r\nHi'.encode())
+    return sock
+
+
+@pytest.mark.slow
+def test_slow_uploads_do_not_lock_anyone_out(tmp_path: Path, launch) -> None:
+    service = launch(tmp_path / "slow", "--max-pending", "2", "--body-timeout", "3",
+                     "--preload")
+    slow = []
+    try:
+        slow = [_stalled_upload(service.url) for _ in range(4)]  # twice the queue bound
+        time.sleep(0.5)
+        with service.client() as client:
+            for i in range(3):  # normal clients are served meanwhile
+                answer = client.post("/v1/synthesize", json={"text": f"Served {i}.", "seed": 1})
+                assert answer.status_code == 200, answer.text
+        for sock in slow:  # ... and the stalled bodies end with a 408
+            reply = sock.recv(4096).decode("latin-1")
+            assert reply.startswith("HTTP/1.1 408"), reply[:200]
+            assert "stalled" in reply
+    finally:
+        for sock in slow:
+            sock.close()
+        code = service.stop()
+    assert code == 0, service.output()
+    assert "Traceback" not in service.output()
