@@ -18,7 +18,7 @@ from typing import Any
 
 from glmtts.engines import DEFAULT_ENGINE, create_engine
 from glmtts.engines.base import Engine
-from glmtts.errors import OutOfMemoryError, WorkerError, is_out_of_memory
+from glmtts.errors import GlmTtsError, OutOfMemoryError, is_out_of_memory
 from glmtts.outcome import CleanupOption, SynthesisOutcome
 from glmtts.registry import device_lock, register, unregister
 from glmtts.request import SynthesisRequest, SynthesisResult
@@ -223,8 +223,10 @@ class SynthesisSession:
             with handle:
                 try:
                     result = self.engine.synthesize(request)
-                except WorkerError as exc:  # recorded with its outcome; the next call starts
-                    handle.set(outcome=exc.outcome)  # a fresh worker
+                except GlmTtsError as exc:  # a worker fault (the next call starts a fresh
+                    outcome = getattr(exc, "outcome", None)  # worker) or a cancellation:
+                    if outcome:  # recorded with its outcome
+                        handle.set(outcome=outcome)
                     raise
                 handle.set(audio_s=round(result.duration_s, 4), wall_s=round(result.wall_s, 4),
                            rtf=result.rtf, seed=result.metadata.get("seed"),

@@ -16,6 +16,7 @@ import json
 import logging
 import re
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from glmtts.cancel import Cancelled
 from glmtts.errors import GlmTtsError, InvalidRequestError, OutOfMemoryError
 from glmtts.outcome import SynthesisOutcome
 from glmtts.reference_audio import ReferenceAudioError, check_header
@@ -177,6 +179,16 @@ def parse_json_body(body: bytes) -> Any:
                 raise ApiError(422, "a field name is not valid text (it holds a lone "
                                     "surrogate, \\ud800-\\udfff)") from None
     return data
+
+
+async def _watch_disconnect(request: Request, cancel: threading.Event,
+                            every_s: float = 0.25) -> None:
+    """Set ``cancel`` when the client of ``request`` disconnects (polled while it waits)."""
+    while not cancel.is_set():
+        if await request.is_disconnected():
+            cancel.set()
+            return
+        await asyncio.sleep(every_s)
 
 
 def _read_audio_upload(upload: UploadFile, folder: Path) -> Path:
@@ -418,13 +430,19 @@ def create_app(service: Service) -> FastAPI:
             # uploads cost a connection, never other clients' turn.
             synthesis, given = await parse_synthesis(request, stack)
             stack.enter_context(service.admission())
+            cancel = threading.Event()  # set when the client goes away: the synthesis
+            watcher = asyncio.create_task(_watch_disconnect(request, cancel))  # then stops
             try:
                 outcome, audio = await run_in_threadpool(service.synthesize_wav,
-                                                         synthesis, synthesis_id)
+                                                         synthesis, synthesis_id, cancel)
+            except Cancelled as exc:  # nobody to answer; recorded as "cancelled"
+                raise ApiError(499, str(exc)) from None
             except asyncio.CancelledError:  # the server stops: this request ran out of time
                 raise ApiError(503, "the service is shutting down and this synthesis did not "
                                     "finish in time; send it again (to another instance)",
                                headers={"Retry-After": "1"}) from None
+            finally:
+                watcher.cancel()
         notes = [*synthesis.notes, *_notes_for(service, given)]
         body = _record_json(outcome, service, synthesis_id, notes)
         headers = _headers(body)

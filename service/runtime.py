@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from glmtts.audio import wav_bytes
+from glmtts.cancel import cancellable
 from glmtts.engines import engine_class
 from glmtts.outcome import SynthesisOutcome
 from glmtts.paths import event_store_path
@@ -156,10 +157,14 @@ class Service:
         log.info("%s -> event %s", tag, outcome.record.event_id)
         return outcome
 
-    def synthesize_wav(self, request: SynthesisRequest, synthesis_id: str | None = None
+    def synthesize_wav(self, request: SynthesisRequest, synthesis_id: str | None = None,
+                       cancel: threading.Event | None = None
                        ) -> tuple[SynthesisOutcome, bytes]:
-        """:meth:`synthesize`, then the audio as WAV bytes (one thread hop for the app)."""
-        outcome = self.synthesize(request, synthesis_id)
+        """:meth:`synthesize`, then the audio as WAV bytes (one thread hop for the app).
+        Setting ``cancel`` stops the synthesis at its next sentence or segment boundary
+        (:class:`glmtts.cancel.Cancelled`, recorded as ``cancelled``)."""
+        with cancellable(cancel or threading.Event()):
+            outcome = self.synthesize(request, synthesis_id)
         return outcome, wav_bytes(outcome.result.audio, outcome.result.sample_rate)
 
     # ------------------------------------------------------------------------ cleanup

@@ -209,3 +209,19 @@ def test_the_policy_reads_what_the_engine_declares() -> None:
     assert pending.size == 12 and dict(pending.features)["sample_rate"] == 24000
     assert session.lighter(SynthesisRequest(text="hello")) is None
     session.close()
+
+
+def test_a_cancelled_synthesis_stops_between_sentences_and_is_recorded(store) -> None:
+    import threading
+
+    from glmtts.cancel import Cancelled, cancellable
+
+    session = SynthesisSession(store=store, policy_mode="off")
+    flag = threading.Event()
+    flag.set()  # cancelled before the first sentence
+    with cancellable(flag), pytest.raises(Cancelled, match="after 0 of 2 sentences"):
+        session.synthesize(SynthesisRequest(text="One sentence. And another one.", seed=1))
+    event = store.events(kind="synthesis", session_id=session.session_id).iloc[-1]
+    assert event["features"]["outcome"] == "cancelled"
+    assert session.synthesize(SynthesisRequest(text="Not cancelled.", seed=1)).record.ok
+    session.close()

@@ -47,3 +47,40 @@ def test_slow_uploads_do_not_lock_anyone_out(tmp_path: Path, launch) -> None:
         code = service.stop()
     assert code == 0, service.output()
     assert "Traceback" not in service.output()
+
+
+@pytest.mark.slow
+def test_a_client_that_leaves_cancels_its_synthesis(tmp_path: Path, launch) -> None:
+    """A synthesis whose client went away stops at the next sentence and is recorded as
+    cancelled; the service goes on serving."""
+    import httpx
+
+    from monitoring import open_store
+
+    service = launch(tmp_path / "cancel", "--preload")
+    text = " ".join(f"This is sentence number {i} of a long text nobody will hear." for i in
+                    range(60))
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(httpx.ReadTimeout), service.client(timeout=1.0) as client:
+            client.post("/v1/synthesize", json={"text": text, "seed": 1})
+        deadline = time.monotonic() + 30
+        event = None
+        store = open_store(service.db)
+        while time.monotonic() < deadline:
+            events = store.events(kind="synthesis")
+            if len(events):
+                event = events.iloc[-1]
+                break
+            time.sleep(0.2)
+        store.close()
+        assert event is not None, "no synthesis event was recorded"
+        assert event["error_type"].endswith("Cancelled")
+        assert event["features"]["outcome"] == "cancelled"
+        assert "after" in event["error_message"] and "of 60 sentences" in event["error_message"]
+        assert event["duration_s"] < time.monotonic() - t0 + 1
+        with service.client() as client:  # and it goes on serving
+            assert client.post("/v1/synthesize", json={"text": "Still here."}).status_code == 200
+    finally:
+        code = service.stop()
+    assert code == 0, service.output()

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from glmtts.audio import join_with_pauses, resample
+from glmtts.cancel import checkpoint
 from glmtts.device import resolve_device
 from glmtts.engines.base import Capabilities, Engine
 from glmtts.engines.piper import cache as voice_cache
@@ -215,7 +216,8 @@ class PiperEngine(Engine):
         chunks: list[np.ndarray] = []
         resample_s = 0.0
         with torch.inference_mode():
-            for sent in sents:
+            for done, sent in enumerate(sents):
+                checkpoint(done, len(sents))  # a cancelled synthesis stops here
                 ids = torch.tensor([sent.ids], dtype=torch.long, device=self._device)
                 wav = self._model(ids, noise_scale=self.noise_scale,
                                   length_scale=self.config.length_scale / request.speed,

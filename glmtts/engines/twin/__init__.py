@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from glmtts.audio import resample
+from glmtts.cancel import checkpoint
 from glmtts.device import cuda_unavailable_reason, resolve_device
 from glmtts.engines.base import Capabilities, Engine
 from glmtts.engines.twin.config import (
@@ -262,7 +263,8 @@ class TwinEngine(Engine):
                                   use_history=request.use_kv_cache, speed=request.speed)
             timings["prompt"] = time.perf_counter() - t0
             segment_text = [text_token_ids(p.text) for p in plans]
-            for plan in plans:
+            for done, plan in enumerate(plans):
+                checkpoint(done, len(plans))  # a cancelled synthesis stops between segments
                 generator.manual_seed(seed)  # upstream re-applies the seed per segment
                 t1 = time.perf_counter()
                 text_ids = prompt.text_ids + [i for j in plan.history for i in segment_text[j]]
