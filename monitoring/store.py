@@ -11,6 +11,7 @@ read-only, locked or corrupt, so that the app keeps running.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import importlib
@@ -157,6 +158,13 @@ class Store:
         self.fallback_reason: str | None = None
         self._lock = threading.RLock()
         self._conn = self._connect(busy_timeout_s, synchronous)
+        # Events that waited for another connection's lock, oldest first (see submit()).
+        self._backlog: collections.deque[EventRecord] = collections.deque()
+        self._backlog_lock = threading.Lock()
+        self._backlog_ready = threading.Condition(self._backlog_lock)
+        self._writer: threading.Thread | None = None
+        self._closing = False
+        self.events_lost = 0
 
     # opening -----------------------------------------------------------------------------------
 
@@ -198,8 +206,20 @@ class Store:
         """True when nothing is written to disk."""
         return self.path == MEMORY
 
-    def close(self) -> None:
-        """Close the connection (idempotent)."""
+    def close(self, flush_timeout_s: float = 10.0) -> None:
+        """Write what :meth:`submit` still holds (waiting at most ``flush_timeout_s`` for a
+        lock to go), then close the connection (idempotent). Events that could not be written
+        are counted in :attr:`events_lost` and logged."""
+        self.flush(flush_timeout_s)
+        with self._backlog_lock:
+            self._closing = True
+            left = len(self._backlog)
+            self._backlog.clear()
+            self._backlog_ready.notify_all()
+        if left:
+            self.events_lost += left
+            _log.warning("store %s closed with %d event(s) unwritten: another connection "
+                         "held its lock", self.path, left)
         with self._lock:
             self._conn.close()
 
@@ -255,8 +275,95 @@ class Store:
         return session_id
 
     def add_event(self, record: EventRecord) -> None:
-        """Insert and commit one tracked event."""
+        """Insert and commit one tracked event.
+
+        Raises:
+            StoreLockedError: another connection held the write lock past the busy timeout.
+            StoreError: any other failure.
+        """
         self._insert("events", [event_row(record)])
+
+    # write-behind ------------------------------------------------------------------------------
+
+    #: Longest backlog of events kept while the database is locked (then the oldest go).
+    MAX_BACKLOG = 10_000
+
+    def submit(self, record: EventRecord) -> None:
+        """Store a tracked event and lose none: written now when the database is free; when
+        another connection holds its lock (``SQLITE_BUSY`` past the busy timeout), the event
+        joins an ordered backlog that a background thread writes as soon as the lock goes.
+        While a backlog exists, new events join it at once, so work being measured waits at
+        most one busy timeout per lock episode. :meth:`close` flushes the backlog.
+
+        Raises:
+            StoreError: a failure other than a lock (read-only file, closed store...).
+        """
+        with self._backlog_lock:
+            if self._backlog:
+                self._queue(record)
+                return
+        try:
+            self.add_event(record)
+        except StoreLockedError:
+            with self._backlog_lock:
+                self._queue(record)
+
+    @property
+    def pending_writes(self) -> int:
+        """Events waiting in the backlog for a lock to go."""
+        with self._backlog_lock:
+            return len(self._backlog)
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Wait until the backlog is written (at most ``timeout_s``); whether it is empty."""
+        deadline = time.monotonic() + timeout_s
+        with self._backlog_lock:
+            while self._backlog and not self._closing:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._backlog_ready.wait(min(left, 0.1))
+            return not self._backlog
+
+    def _queue(self, record: EventRecord) -> None:
+        """Append under ``_backlog_lock``; start the writer thread if it is not running."""
+        if self._closing:
+            self.events_lost += 1
+            return
+        if len(self._backlog) >= self.MAX_BACKLOG:
+            self._backlog.popleft()
+            self.events_lost += 1
+        self._backlog.append(record)
+        if self._writer is None or not self._writer.is_alive():
+            self._writer = threading.Thread(target=self._write_backlog, daemon=True,
+                                            name="store-write-behind")
+            self._writer.start()
+
+    def _write_backlog(self) -> None:
+        delay = 0.05
+        while True:
+            with self._backlog_lock:
+                if not self._backlog or self._closing:
+                    self._backlog_ready.notify_all()
+                    return
+                record = self._backlog[0]
+            try:
+                self.add_event(record)
+            except StoreLockedError:
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            except StoreError as err:  # not a lock: it will not go away by waiting
+                _log.warning("store %s: an event waiting for the lock cannot be written: %s",
+                             self.path, err)
+                with self._backlog_lock:
+                    self._backlog.popleft()
+                    self.events_lost += 1
+                continue
+            delay = 0.05
+            with self._backlog_lock:
+                self._backlog.popleft()
+                self._backlog_ready.notify_all()
 
     def log_event(
         self,

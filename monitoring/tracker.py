@@ -228,7 +228,7 @@ class Tracker:
             return
         if self.store is not None:
             try:
-                self.store.add_event(record)
+                self.store.submit(record)  # a locked database delays it, never loses it
             except StoreError as err:
                 handle.store_error = err
                 self._once.log("store", logging.WARNING, "event not stored: %s", err)

@@ -193,12 +193,49 @@ def test_lock_taken_mid_session_raises_on_explicit_write(tmp_path: Path) -> None
                 store.log_event("synthesis")
             with Tracker(store=store).track("synthesis") as handle:
                 pass
-            assert isinstance(handle.store_error, StoreLockedError)
+            assert handle.store_error is None  # a tracked event waits for the lock ...
+            assert store.pending_writes == 1
         finally:
             holder.execute("ROLLBACK")
             holder.close()
-        store.log_event("synthesis")  # works again once the lock is gone
-        assert len(store.events()) == 1
+        assert store.flush(10)  # ... and is written once the lock is gone
+        store.log_event("synthesis")  # explicit writes work again too
+        assert list(store.events()["event_id"])[0] == handle.record.event_id
+        assert len(store.events()) == 2 and store.events_lost == 0
+
+
+def test_a_lock_held_during_work_loses_no_event_and_stalls_it_once(tmp_path: Path) -> None:
+    """Another process holds the write lock while 10 events are tracked: none is lost, they
+    are stored in order once it lets go, and the tracked work tries (and waits for) the lock
+    once: the later events join the backlog at once."""
+    import threading
+
+    path = tmp_path / "held.sqlite3"
+    with Store(path, busy_timeout_s=0.3) as store:
+        tracker = Tracker(store=store)
+        caller = threading.current_thread()
+        tries = []
+        real = store.add_event
+
+        def counted(record):
+            if threading.current_thread() is caller:
+                tries.append(record.event_id)
+            return real(record)
+
+        store.add_event = counted  # type: ignore[method-assign]
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        ids = []
+        for i in range(10):
+            with tracker.track("synthesis", f"event {i}") as handle:
+                pass
+            ids.append(handle.record.event_id)
+            assert handle.store_error is None
+        assert store.pending_writes == 10 and tries == ids[:1]
+        holder.execute("ROLLBACK")
+        holder.close()
+        assert store.flush(10)
+        assert list(store.events()["event_id"]) == ids and store.events_lost == 0
 
 
 READ_ONLY_CHILD = """
