@@ -200,7 +200,7 @@ def test_lock_taken_mid_session_raises_on_explicit_write(tmp_path: Path) -> None
             holder.close()
         assert store.flush(10)  # ... and is written once the lock is gone
         store.log_event("synthesis")  # explicit writes work again too
-        assert list(store.events()["event_id"])[0] == handle.record.event_id
+        assert store.events()["event_id"].iloc[0] == handle.record.event_id
         assert len(store.events()) == 2 and store.events_lost == 0
 
 
