@@ -11,9 +11,7 @@ read-only, locked or corrupt, so that the app keeps running.
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import dataclasses
 import importlib
 import json
 import logging
@@ -28,13 +26,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from monitoring import schema
+from monitoring.backlog import WriteBehind
 from monitoring.errors import (
-    StoreCorruptError,
     StoreError,
     StoreLockedError,
     StoreReadOnlyError,
 )
 from monitoring.records import EVENT_KINDS, EventRecord
+from monitoring.store_rows import MEMORY, _json, event_row, translate
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -45,7 +44,6 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger(__name__)
 
-MEMORY = ":memory:"
 SAMPLE_FIELDS = (
     "host_rss_bytes",
     "system_available_bytes",
@@ -64,66 +62,6 @@ def default_db_path() -> str:
     names no file keeps its events. The app resolves its own path (``glmtts.paths``) and passes
     it in; this package reads no environment."""
     return str(Path(__file__).resolve().parent.parent / "data" / "memory.sqlite3")
-
-
-def _writable(path: str) -> bool:
-    target = Path(path)
-    folder_ok = os.access(target.parent, os.W_OK)
-    return folder_ok and (not target.exists() or os.access(target, os.W_OK))
-
-
-def translate(err: sqlite3.Error, path: str) -> StoreError:
-    """Turn an SQLite error into the matching typed :class:`StoreError`."""
-    name = getattr(err, "sqlite_errorname", "") or ""
-    text = str(err)
-    lowered = text.lower()
-    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in lowered:
-        return StoreLockedError(f"database is locked by another connection: {text}", path)
-    if (
-        name.startswith("SQLITE_READONLY")
-        or "readonly" in lowered
-        or (path != MEMORY and not _writable(path))
-    ):
-        message = f"database is not writable (read-only file, folder or file system): {text}"
-        return StoreReadOnlyError(message, path)
-    if name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")) or "not a database" in lowered:
-        return StoreCorruptError(f"file is not a valid SQLite database: {text}", path)
-    return StoreError(f"SQLite error: {text}", path)
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, default=str, sort_keys=True)
-
-
-def event_row(record: EventRecord) -> dict[str, Any]:
-    """The ``events`` columns for a record (figures flattened, details as JSON)."""
-    row: dict[str, Any] = {
-        "event_id": record.event_id,
-        "session_id": record.session_id,
-        "kind": record.kind,
-        "label": record.label,
-        "wall_s": record.started_wall_s,
-        "duration_s": record.duration_s,
-        "ok": int(record.ok),
-        "oom": int(record.oom),
-        "error_type": record.error_type,
-        "error_message": record.error_message,
-        "host_peak_source": record.peaks.host_rss_source,
-        "features_json": _json(record.features),
-    }
-    for name, change in record.breakdown.as_dict().items():
-        row[f"{name}_before_bytes"] = change.before_bytes
-        row[f"{name}_after_bytes"] = change.after_bytes
-        row[f"{name}_peak_bytes"] = change.peak_bytes
-    row["detail_json"] = _json(
-        {
-            "before": record.before.to_dict(),
-            "after": record.after.to_dict(),
-            "peaks": dataclasses.asdict(record.peaks),
-            "started_monotonic_s": record.started_monotonic_s,
-        }
-    )
-    return row
 
 
 class Store:
@@ -159,12 +97,8 @@ class Store:
         self._lock = threading.RLock()
         self._conn = self._connect(busy_timeout_s, synchronous)
         # Events that waited for another connection's lock, oldest first (see submit()).
-        self._backlog: collections.deque[EventRecord] = collections.deque()
-        self._backlog_lock = threading.Lock()
-        self._backlog_ready = threading.Condition(self._backlog_lock)
-        self._writer: threading.Thread | None = None
-        self._closing = False
-        self.events_lost = 0
+        self._backlog = WriteBehind(lambda record: self.add_event(record), StoreLockedError,
+                                    name=self.path)
 
     # opening -----------------------------------------------------------------------------------
 
@@ -210,14 +144,8 @@ class Store:
         """Write what :meth:`submit` still holds (waiting at most ``flush_timeout_s`` for a
         lock to go), then close the connection (idempotent). Events that could not be written
         are counted in :attr:`events_lost` and logged."""
-        self.flush(flush_timeout_s)
-        with self._backlog_lock:
-            self._closing = True
-            left = len(self._backlog)
-            self._backlog.clear()
-            self._backlog_ready.notify_all()
+        left = self._backlog.close(flush_timeout_s)
         if left:
-            self.events_lost += left
             _log.warning("store %s closed with %d event(s) unwritten: another connection "
                          "held its lock", self.path, left)
         with self._lock:
@@ -285,9 +213,6 @@ class Store:
 
     # write-behind ------------------------------------------------------------------------------
 
-    #: Longest backlog of events kept while the database is locked (then the oldest go).
-    MAX_BACKLOG = 10_000
-
     def submit(self, record: EventRecord) -> None:
         """Store a tracked event and lose none: written now when the database is free; when
         another connection holds its lock (``SQLITE_BUSY`` past the busy timeout), the event
@@ -298,72 +223,21 @@ class Store:
         Raises:
             StoreError: a failure other than a lock (read-only file, closed store...).
         """
-        with self._backlog_lock:
-            if self._backlog:
-                self._queue(record)
-                return
-        try:
-            self.add_event(record)
-        except StoreLockedError:
-            with self._backlog_lock:
-                self._queue(record)
+        self._backlog.submit(record)
 
     @property
     def pending_writes(self) -> int:
         """Events waiting in the backlog for a lock to go."""
-        with self._backlog_lock:
-            return len(self._backlog)
+        return self._backlog.pending
+
+    @property
+    def events_lost(self) -> int:
+        """Events given up (the backlog overflowed, or the store closed before the lock went)."""
+        return self._backlog.lost
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until the backlog is written (at most ``timeout_s``); whether it is empty."""
-        deadline = time.monotonic() + timeout_s
-        with self._backlog_lock:
-            while self._backlog and not self._closing:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._backlog_ready.wait(min(left, 0.1))
-            return not self._backlog
-
-    def _queue(self, record: EventRecord) -> None:
-        """Append under ``_backlog_lock``; start the writer thread if it is not running."""
-        if self._closing:
-            self.events_lost += 1
-            return
-        if len(self._backlog) >= self.MAX_BACKLOG:
-            self._backlog.popleft()
-            self.events_lost += 1
-        self._backlog.append(record)
-        if self._writer is None or not self._writer.is_alive():
-            self._writer = threading.Thread(target=self._write_backlog, daemon=True,
-                                            name="store-write-behind")
-            self._writer.start()
-
-    def _write_backlog(self) -> None:
-        delay = 0.05
-        while True:
-            with self._backlog_lock:
-                if not self._backlog or self._closing:
-                    self._backlog_ready.notify_all()
-                    return
-                record = self._backlog[0]
-            try:
-                self.add_event(record)
-            except StoreLockedError:
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
-                continue
-            except StoreError as err:  # not a lock: it will not go away by waiting
-                _log.warning("store %s: an event waiting for the lock cannot be written: %s",
-                             self.path, err)
-                with self._backlog_lock:
-                    self._backlog.popleft()
-                    self.events_lost += 1
-                continue
-            delay = 0.05
-            with self._backlog_lock:
-                self._backlog.popleft()
-                self._backlog_ready.notify_all()
+        return self._backlog.flush(timeout_s)
 
     def log_event(
         self,
