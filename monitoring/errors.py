@@ -60,7 +60,8 @@ class StoreCorruptError(StoreError):
 
 
 class StoreSchemaError(StoreError):
-    """The database was written by a newer version of this code (unknown schema version)."""
+    """The database is not this code's to write: a newer schema version, or another
+    program's SQLite file."""
 
 
 class SnapshotUnavailableError(MonitoringError):

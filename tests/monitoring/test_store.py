@@ -326,3 +326,26 @@ def test_latest_event_id_tells_whether_anything_new_was_recorded() -> None:
         assert store.latest_event_id(session_id=session, kind="synthesis") == first
         assert store.latest_event_id(session_id=session) != first
         assert store.latest_event_id(session_id="other") is None
+
+
+def test_another_programs_database_is_refused_unchanged(tmp_path: Path) -> None:
+    """Pointing the store at someone else's SQLite file: refused before anything is written
+    (no WAL switch, no tables of ours), and open_store falls back in memory, saying why."""
+    from monitoring.errors import StoreSchemaError
+
+    path = tmp_path / "theirs.db"
+    theirs = sqlite3.connect(path)
+    theirs.execute("CREATE TABLE invoices (id INTEGER, total REAL)")
+    theirs.commit()
+    theirs.close()
+    before = path.read_bytes()
+    with pytest.raises(StoreSchemaError, match="another program's SQLite database"):
+        Store(path)
+    store = open_store(path)
+    assert store.in_memory and "invoices" in (store.fallback_reason or "")
+    store.close()
+    assert path.read_bytes() == before
+    check = sqlite3.connect(path)
+    assert check.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    assert {r[0] for r in check.execute("SELECT name FROM sqlite_master")} == {"invoices"}
+    check.close()
