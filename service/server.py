@@ -15,9 +15,11 @@ import threading
 
 from glmtts.shutdown import GracefulShutdown
 from service.settings import (
+    DEFAULT_HEADER_TIMEOUT_S,
     DEFAULT_HOST,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_PENDING,
+    DEFAULT_MAX_PER_CLIENT,
     DEFAULT_MAX_UPLOAD_BYTES,
     DEFAULT_MEMORY_HISTORY,
     DEFAULT_PORT,
@@ -64,6 +66,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest multipart request with reference audio (413 above)")
     parser.add_argument("--body-timeout", type=float, default=20.0,
                         help="seconds a request body may stall between chunks (408 above)")
+    parser.add_argument("--header-timeout", type=float, default=DEFAULT_HEADER_TIMEOUT_S,
+                        help="seconds a client has to send its request line and headers "
+                             "(408 and closed above)")
+    parser.add_argument("--max-per-client", type=int, default=DEFAULT_MAX_PER_CLIENT,
+                        help="open connections one client address may hold (429 above; 0: no "
+                             "cap; behind a reverse proxy every client has the proxy's "
+                             "address)")
     parser.add_argument("--max-pending", type=int, default=DEFAULT_MAX_PENDING,
                         help="syntheses allowed to wait for the device (429 above)")
     parser.add_argument("--memory-history", type=int, default=DEFAULT_MEMORY_HISTORY,
@@ -91,7 +100,8 @@ def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
         metrics_public=args.metrics_public, db=args.db, preload=args.preload,
         max_text_chars=args.max_text_chars, max_body_bytes=args.max_body_bytes,
         max_upload_bytes=args.max_upload_bytes, max_pending=args.max_pending,
-        body_timeout_s=args.body_timeout,
+        body_timeout_s=args.body_timeout, header_timeout_s=args.header_timeout,
+        max_per_client=args.max_per_client,
         memory_history=args.memory_history, graceful_timeout_s=args.graceful_timeout,
         access_log=bool(getattr(args, "verbose", False)))
 
@@ -114,6 +124,7 @@ def serve(settings: ServiceSettings) -> int:
     import uvicorn
 
     from service.app import create_app
+    from service.protocol import guarded_protocol
     from service.runtime import Service
 
     with GracefulShutdown(interrupt=True) as stop:
@@ -126,7 +137,9 @@ def serve(settings: ServiceSettings) -> int:
         config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
                                 access_log=settings.access_log, lifespan="off",
                                 timeout_graceful_shutdown=settings.graceful_timeout_s,
-                                server_header=False)
+                                server_header=False,
+                                http=guarded_protocol(settings.header_timeout_s,
+                                                      settings.max_per_client))
         server = uvicorn.Server(config)
         print(f"serving {settings.engine} on http://{settings.host}:{settings.port} (token "
               f"{'required' if settings.token else 'off'}, /metrics "

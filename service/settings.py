@@ -21,6 +21,10 @@ DEFAULT_MAX_BODY_BYTES = 256 * 1024
 DEFAULT_MAX_UPLOAD_BYTES = 16 * 1024 * 1024
 #: Syntheses that may wait for the device at once; more are answered 429.
 DEFAULT_MAX_PENDING = 16
+#: Open connections one client address may hold (0: no cap); behind a proxy, raise or turn off.
+DEFAULT_MAX_PER_CLIENT = 32
+#: Seconds a client has to send a whole request head (request line and headers).
+DEFAULT_HEADER_TIMEOUT_S = 10.0
 #: Entries of the CUDA memory history ring (each a few KB with Python stacks).
 DEFAULT_MEMORY_HISTORY = 100_000
 
@@ -61,6 +65,8 @@ class ServiceSettings:
         max_upload_bytes: Largest multipart request (413 above).
         body_timeout_s: Longest wait for the next chunk of a request body (408 above).
         max_pending: Syntheses allowed to wait for the device at once (429 above).
+        header_timeout_s: Longest time to receive a request's line and headers (408, closed).
+        max_per_client: Open connections allowed per client address (429 above; 0: no cap).
         memory_history: CUDA memory history ring size (entries); 0 turns recording off. Only
             used on CUDA.
         graceful_timeout_s: On SIGINT/SIGTERM, how long running requests may finish.
@@ -83,6 +89,8 @@ class ServiceSettings:
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     body_timeout_s: float = 20.0
     max_pending: int = DEFAULT_MAX_PENDING
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
+    max_per_client: int = DEFAULT_MAX_PER_CLIENT
     memory_history: int = DEFAULT_MEMORY_HISTORY
     graceful_timeout_s: float = 2.5
     access_log: bool = False
@@ -109,6 +117,12 @@ class ServiceSettings:
         for name in ("max_body_bytes", "max_upload_bytes", "max_pending"):
             if getattr(self, name) < 1:
                 raise ServiceConfigError(f"{name} must be at least 1")
+        for name in ("body_timeout_s", "header_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ServiceConfigError(f"{name} must be a positive number of seconds")
+        if self.max_per_client < 0:
+            raise ServiceConfigError("--max-per-client must be 0 (no cap) or a number of "
+                                     "connections")
         if self.memory_history < 0:
             raise ServiceConfigError("--memory-history must be 0 (off) or a number of entries")
 
