@@ -31,10 +31,16 @@ from monitoring.errors import (
     StoreError,
     StoreLockedError,
     StoreReadOnlyError,
-    StoreSchemaError,
 )
 from monitoring.records import EVENT_KINDS, EventRecord
-from monitoring.store_rows import MEMORY, _json, event_row, translate
+from monitoring.store_rows import (
+    MEMORY,
+    _json,
+    check_ours,
+    check_writable,
+    event_row,
+    translate,
+)
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -110,7 +116,7 @@ class Store:
             except OSError as err:
                 message = f"cannot create the store's folder: {err}"
                 raise StoreReadOnlyError(message, self.path) from err
-        self._check_ours()
+        check_ours(self.path)
         try:
             conn = sqlite3.connect(
                 self.path, timeout=busy_timeout_s, check_same_thread=False, isolation_level=None
@@ -121,6 +127,8 @@ class Store:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={synchronous}")
             applied = schema.migrate(conn, self.path)
+            if self.path != MEMORY:
+                check_writable(conn, self.path, busy_timeout_s)
         except sqlite3.Error as err:
             conn.close()
             raise translate(err, self.path) from err
@@ -130,32 +138,6 @@ class Store:
         if applied:
             _log.info("store %s: schema migrated through versions %s", self.path, applied)
         return conn
-
-    def _check_ours(self) -> None:
-        """Before anything is written (WAL mode, tables): an existing file must be empty or
-        this app's store. Someone else's SQLite file is refused, read-only, unchanged."""
-        if self.path == MEMORY or not Path(self.path).is_file():
-            return
-        if Path(self.path).stat().st_size == 0:
-            return
-        try:
-            probe = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=1.0)
-        except sqlite3.Error as err:
-            raise translate(err, self.path) from err
-        try:
-            tables = {row[0] for row in probe.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'")}
-        except sqlite3.Error as err:
-            raise translate(err, self.path) from err
-        finally:
-            probe.close()
-        tables = {t for t in tables if not t.startswith("sqlite_")}
-        if tables and "schema_version" not in tables:
-            foreign = ", ".join(sorted(tables)[:5])
-            raise StoreSchemaError(
-                f"{self.path} is another program's SQLite database (tables: {foreign}), not "
-                f"this app's event store; it was left unchanged: point GLMTTS_DB at another "
-                f"file", self.path)
 
     @property
     def schema_version(self) -> int:

@@ -1,4 +1,5 @@
-"""What the store writes: SQLite errors as typed errors, and an event record as a row."""
+"""What the store writes: SQLite errors as typed errors, an event record as a row, and the
+checks on a file before it is written to (ours? writable?)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from monitoring.errors import (
     StoreError,
     StoreLockedError,
     StoreReadOnlyError,
+    StoreSchemaError,
 )
 from monitoring.records import EventRecord
 
@@ -24,6 +26,59 @@ def _writable(path: str) -> bool:
     target = Path(path)
     folder_ok = os.access(target.parent, os.W_OK)
     return folder_ok and (not target.exists() or os.access(target, os.W_OK))
+
+
+def check_ours(path: str) -> None:
+    """Before anything is written (WAL mode, tables): an existing file must be empty or this
+    app's store. Someone else's SQLite file is refused, read-only, unchanged.
+
+    Raises:
+        StoreSchemaError: another program's database.
+        StoreError: the file cannot be read (translated SQLite error).
+    """
+    if path == MEMORY or not Path(path).is_file() or Path(path).stat().st_size == 0:
+        return
+    try:
+        probe = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)
+    except sqlite3.Error as err:
+        raise translate(err, path) from err
+    try:
+        tables = {row[0] for row in probe.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as err:
+        raise translate(err, path) from err
+    finally:
+        probe.close()
+    tables = {t for t in tables if not t.startswith("sqlite_")}
+    if tables and "schema_version" not in tables:
+        foreign = ", ".join(sorted(tables)[:5])
+        raise StoreSchemaError(
+            f"{path} is another program's SQLite database (tables: {foreign}), not this app's "
+            f"event store; it was left unchanged: point GLMTTS_DB at another file", path)
+
+
+def check_writable(conn: sqlite3.Connection, path: str, busy_timeout_s: float) -> None:
+    """Prove that ``conn`` can write (a header write, rolled back) so that a read-only file
+    is found when the store opens, not at the first event. A lock held by another connection
+    proves nothing either way and is left to the write-behind queue.
+
+    Raises:
+        StoreReadOnlyError: the file, its folder or the file system is read-only.
+    """
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(f"PRAGMA user_version = {int(version)}")
+        finally:
+            conn.execute("ROLLBACK")
+    except sqlite3.Error as err:
+        error = translate(err, path)
+        if not isinstance(error, StoreLockedError):
+            raise error from err
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
 
 
 def translate(err: sqlite3.Error, path: str) -> StoreError:

@@ -349,3 +349,29 @@ def test_another_programs_database_is_refused_unchanged(tmp_path: Path) -> None:
     assert check.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
     assert {r[0] for r in check.execute("SELECT name FROM sqlite_master")} == {"invoices"}
     check.close()
+
+
+def test_read_only_file_in_a_writable_folder_is_found_at_open(tmp_path: Path) -> None:
+    """The file alone is read-only (its folder is writable): the store says so when it opens,
+    not at the first event, and open_store falls back with the reason. Root ignores permission
+    bits, so under root the file is made immutable (chattr +i); skipped where that fails."""
+    path = tmp_path / "memory.sqlite3"
+    Store(path).close()
+    immutable = os.geteuid() == 0
+    if immutable:
+        done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"root cannot make the file read-only here: {done.stderr.strip()}")
+    else:
+        path.chmod(0o444)
+    try:
+        with pytest.raises(StoreReadOnlyError, match="not writable"):
+            Store(path)
+        store = open_store(path)
+        assert store.in_memory and "not writable" in (store.fallback_reason or "")
+        store.log_event("error", label="kept in memory")
+        assert len(store.events()) == 1
+        store.close()
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
