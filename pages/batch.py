@@ -11,12 +11,15 @@ from glmtts.batch import (
 )
 from glmtts.batch.files import (
     INPUTS_ENV,
-    batch_root,
+    UploadBudget,
     digest,
+    new_space,
+    remove_old_uploads,
     run_folder,
     save_uploads,
     server_folders,
     server_path,
+    space_folder,
 )
 from glmtts.errors import GlmTtsError
 from ui import frame
@@ -61,7 +64,14 @@ def _table(slot, rows: dict) -> None:
     slot.dataframe(frame_, hide_index=True, width="stretch")
 
 
+@st.cache_resource(show_spinner=False)
+def _old_uploads_removed() -> int:
+    """Once per server process: upload spaces unused for a day are removed."""
+    return len(remove_old_uploads())
+
+
 frame.begin()
+_old_uploads_removed()
 st.title("📦 Batch")
 st.caption("One task per line, upstream GLM-TTS fields: `uttid`, `syn_text`, `prompt_text`, "
            "`prompt_speech` (a path relative to the JSONL), and optionally `sample_rate`, "
@@ -69,12 +79,15 @@ st.caption("One task per line, upstream GLM-TTS fields: `uttid`, `syn_text`, `pr
            "finished line is saved at once, so running the same tasks again continues where "
            "it stopped.")
 session = tts_session()
+# This browser session's own upload folder: a random name no other session can know or type.
+space = st.session_state.setdefault("_batch_space", new_space())
 
 source = st.radio("Tasks", ["Upload", "Path on the server"], key="batch_source",
                   horizontal=True)
 refs = st.file_uploader("Reference audio named by `prompt_speech` (files, or a zip keeping "
                         "their folders)", accept_multiple_files=True, key="batch_refs",
-                        type=["wav", "flac", "ogg", "mp3", "zip"])
+                        type=["wav", "flac", "ogg", "mp3", "zip"],
+                        help=f"Kept for this browser session only; {UploadBudget().limits()}.")
 ref_files = [(f.name, f.getvalue()) for f in refs or []]
 
 tasks_path = None
@@ -88,28 +101,29 @@ try:
             data = upload.getvalue()
             key = digest([upload.name.encode(), data,
                           *(p for name, blob in ref_files for p in (name.encode(), blob))])
-            folder = batch_root() / "uploads" / key
+            folder = space_folder(space) / key
             problems = save_uploads([*ref_files, ("tasks.jsonl", data)], folder)  # JSONL last
             for problem in problems:
                 st.warning(problem)
             tasks_path = folder / "tasks.jsonl"
-            run_dir = run_folder(upload.name, key)
+            run_dir = run_folder(upload.name, key, space)
     else:
         allowed = ", ".join(f"`{f}`" for f in server_folders())
         value = st.text_input("JSONL path on the server", key="batch_path",
-                              placeholder="tasks/example.jsonl",
+                              placeholder="example.jsonl",
                               help=f"Must lie inside {allowed} (set {INPUTS_ENV} to change); "
                                    f"reference audio must lie in the JSONL's folder")
         if value.strip():
             tasks_path = server_path(value)
             refs_key = digest(p for name, blob in ref_files for p in (name.encode(), blob))
             if ref_files:
-                folder = batch_root() / "uploads" / refs_key
+                folder = space_folder(space) / refs_key
                 for problem in save_uploads(ref_files, folder):
                     st.warning(problem)
                 extra_folders.append(folder)
             run_dir = run_folder(tasks_path.name, digest([str(tasks_path).encode(),
-                                                          refs_key.encode()]))
+                                                          refs_key.encode()]),
+                                 space if ref_files else None)
     plan = None
     if tasks_path is not None:
         plan = load_tasks(tasks_path, extra_folders=extra_folders, engine=session.engine_name,
@@ -149,7 +163,7 @@ if plan is not None and run_dir is not None:
                 st.session_state["_batch_last"] = {
                     "run_dir": str(runner.output), "rows": rows,
                     "progress": _progress_text(runner.progress),
-                    "all_ok": runner.progress.all_ok,
+                    "summary": runner.progress.summary(), "worst": runner.progress.worst,
                     "zip": zip_results(runner.output),
                 }
         except GlmTtsError as exc:  # folder busy or unwritable; lines themselves never raise
@@ -159,11 +173,14 @@ if plan is not None and run_dir is not None:
     if last is not None and last["run_dir"] == str(run_dir.resolve()):
         progress_slot.progress(1.0, text=last["progress"])
         _table(table_slot, last["rows"])
-        if last["all_ok"]:
-            st.success("Every valid line ended ok.")
+        summary = last["summary"] + "."
+        if last["worst"] == "ok":
+            st.success(summary)
         else:
-            st.warning("Some lines failed or were skipped: see the reasons in the table. Fix "
-                       "them and run again; lines already ok are not redone.")
+            # coloured by the worst outcome: a failed line is an error, a skipped one a warning
+            show = st.error if last["worst"] == "failed" else st.warning
+            show(f"{summary} See the reasons in the table; fix them and run again: lines "
+                 f"already ok are not redone.")
         st.download_button("Download results (zip: WAVs + manifest)", last["zip"],
                            file_name=f"{run_dir.name}.zip", mime="application/zip",
                            key="batch_download")

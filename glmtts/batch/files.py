@@ -1,13 +1,18 @@
 """Where batch files live when they come through the app: uploads, server paths, run folders.
 
 - :func:`batch_root`: the app's batch folder (``$GLMTTS_BATCH_DIR``, else ``data/batch`` at the
-  project root, git-ignored): ``uploads/<digest>/`` holds uploaded tasks and reference audio,
-  ``runs/<name>-<digest>/`` the results. The same uploads give the same folders, so running them
-  again resumes instead of starting over.
+  project root, git-ignored). ``uploads/<space>/<digest>/`` holds one browser session's uploaded
+  tasks and reference audio: ``<space>`` is a random name (:func:`new_space`) that only that
+  session knows, and no server path can reach it. ``runs/[<space>/]<name>-<digest>/`` holds the
+  results. The same uploads give the same folders within a session, so running them again
+  resumes instead of starting over. :func:`remove_old_uploads` removes upload spaces unused
+  for a day (``$GLMTTS_BATCH_UPLOAD_TTL_H``).
 - :func:`server_path`: a JSONL named by path must lie inside the folders the server allows
-  (``$GLMTTS_BATCH_INPUTS``, ``os.pathsep``-separated, else the working directory), symlinks
-  resolved, like reference audio inside its JSONL's folder.
-- :func:`extract_zip`: zip members with absolute names, ``..`` or symlinks are refused.
+  (``$GLMTTS_BATCH_ROOT``, ``os.pathsep``-separated, else ``data/tasks`` at the project root),
+  symlinks resolved, like reference audio inside its JSONL's folder. A path outside, missing
+  or not a file gets one and the same answer: the page tells nothing about files elsewhere.
+- :func:`extract_zip`: zip members with absolute names, ``..`` or symlinks are refused; what an
+  upload and a session may unpack is capped (:class:`UploadBudget`).
 """
 
 from __future__ import annotations
@@ -17,20 +22,29 @@ import io
 import json
 import logging
 import os
+import secrets
+import shutil
 import stat
+import time
 import zipfile
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from glmtts.batch.tasks import BatchInputError, is_inside, safe_stem
 
 log = logging.getLogger(__name__)
 
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BATCH_DIR_ENV = "GLMTTS_BATCH_DIR"
-INPUTS_ENV = "GLMTTS_BATCH_INPUTS"
-#: Largest total size a zip may unpack to, and most members it may have.
-MAX_UNZIPPED_BYTES = 2 * 2**30
-MAX_ZIP_MEMBERS = 20_000
+INPUTS_ENV = "GLMTTS_BATCH_ROOT"
+UPLOAD_TTL_ENV = "GLMTTS_BATCH_UPLOAD_TTL_H"
+#: What one upload (all its files, zips unpacked) may add, in bytes and files.
+MAX_UPLOAD_BYTES = 256 * 2**20
+MAX_UPLOAD_FILES = 2_000
+#: What one browser session's uploads may hold in all.
+MAX_SPACE_BYTES = 1 * 2**30
+MAX_SPACE_FILES = 10_000
 UPLOADED_MARKER = ".uploaded.json"
 
 
@@ -39,22 +53,25 @@ def batch_root() -> Path:
     configured = os.environ.get(BATCH_DIR_ENV)
     if configured:
         return Path(configured).expanduser()
-    return Path(__file__).resolve().parents[2] / "data" / "batch"
+    return PROJECT_ROOT / "data" / "batch"
 
 
 def server_folders() -> tuple[Path, ...]:
-    """Folders a JSONL named by path may come from (resolved)."""
+    """Folders a JSONL named by path may come from (resolved): ``$GLMTTS_BATCH_ROOT``, else
+    ``<project root>/data/tasks``."""
     configured = os.environ.get(INPUTS_ENV)
     names = [n for n in configured.split(os.pathsep) if n.strip()] if configured else []
-    return tuple(Path(n).expanduser().resolve() for n in names) or (Path.cwd().resolve(),)
+    return tuple(Path(n).expanduser().resolve() for n in names) or (
+        (PROJECT_ROOT / "data" / "tasks").resolve(),)
 
 
 def server_path(value: str, folders: Sequence[Path] | None = None) -> Path:
     """The JSONL file ``value`` names, resolved, if it lies inside ``folders`` (default:
-    :func:`server_folders`). Relative paths are taken from the first folder.
+    :func:`server_folders`) and is a file. Relative paths are taken from the first folder.
 
     Raises:
-        BatchInputError: empty, outside the folders (symlinks resolved), missing or a folder.
+        BatchInputError: empty or NUL; otherwise one message for outside (symlinks resolved),
+            missing, unresolvable and not a file alike.
     """
     folders = tuple(folders) if folders is not None else server_folders()
     value = value.strip()
@@ -67,17 +84,63 @@ def server_path(value: str, folders: Sequence[Path] | None = None) -> Path:
         path = folders[0] / path
     try:
         resolved = path.resolve(strict=True)
-    except FileNotFoundError:
-        raise BatchInputError(f"{value} does not exist") from None
-    except (OSError, RuntimeError) as exc:
-        raise BatchInputError(f"{value} cannot be resolved: {exc}") from None
-    if not is_inside(resolved, folders):
+        usable = is_inside(resolved, folders) and resolved.is_file()
+    except (OSError, RuntimeError):
+        usable = False
+    if not usable:
         allowed = ", ".join(str(f) for f in folders)
-        raise BatchInputError(f"{value} is outside the folders this server reads tasks from "
-                              f"({allowed}; set {INPUTS_ENV} to change them)")
-    if not resolved.is_file():
-        raise BatchInputError(f"{value} is not a file")
+        raise BatchInputError(f"no JSONL file {value} in the folders this server reads tasks "
+                              f"from ({allowed}; set {INPUTS_ENV} to change them)")
     return resolved
+
+
+def new_space() -> str:
+    """A fresh, unguessable name for one browser session's uploads (128 random bits)."""
+    return secrets.token_hex(16)
+
+
+def space_folder(space: str) -> Path:
+    """The uploads folder of the session space ``space`` (a name from :func:`new_space`)."""
+    if len(space) != 32 or not all(c in "0123456789abcdef" for c in space):
+        raise ValueError(f"not an upload space name: {space!r}")
+    return batch_root() / "uploads" / space
+
+
+def folder_usage(folder: Path) -> tuple[int, int]:
+    """Bytes and files under ``folder`` (0, 0 when it does not exist)."""
+    size = files = 0
+    for path in folder.rglob("*") if folder.is_dir() else ():
+        if path.is_file() and not path.is_symlink():
+            size += path.stat().st_size
+            files += 1
+    return size, files
+
+
+def remove_old_uploads(max_age_s: float | None = None, now: float | None = None) -> list[Path]:
+    """Remove upload spaces whose newest file is older than ``max_age_s`` (default
+    ``$GLMTTS_BATCH_UPLOAD_TTL_H`` hours, else 24 h; 0 or less keeps everything); return them.
+    Results under ``runs/`` are kept."""
+    if max_age_s is None:
+        try:
+            max_age_s = float(os.environ.get(UPLOAD_TTL_ENV, "24")) * 3600
+        except ValueError:
+            log.warning("%s is not a number of hours: keeping uploads", UPLOAD_TTL_ENV)
+            return []
+    if max_age_s <= 0:
+        return []
+    now = time.time() if now is None else now
+    removed = []
+    uploads = batch_root() / "uploads"
+    for space in sorted(uploads.iterdir()) if uploads.is_dir() else ():
+        try:
+            newest = max([p.stat().st_mtime for p in space.rglob("*")] +
+                         [space.stat().st_mtime])
+            if now - newest > max_age_s:
+                shutil.rmtree(space) if space.is_dir() else space.unlink()
+                removed.append(space)
+        except OSError as exc:
+            log.warning("cannot remove old uploads %s: %s", space, exc)
+    return removed
 
 
 def digest(parts: Iterable[bytes]) -> str:
@@ -89,10 +152,46 @@ def digest(parts: Iterable[bytes]) -> str:
     return h.hexdigest()[:12]
 
 
-def run_folder(name: str, key: str) -> Path:
-    """The results folder of the tasks file ``name`` whose content or path digest is ``key``."""
+def run_folder(name: str, key: str, space: str | None = None) -> Path:
+    """The results folder of the tasks file ``name`` whose content or path digest is ``key``
+    (inside the session's ``space`` when its uploads are involved)."""
     stem = safe_stem(Path(name).stem) or "tasks"
-    return batch_root() / "runs" / f"{stem[:40]}-{key}"
+    runs = batch_root() / "runs"
+    return (runs / space if space else runs) / f"{stem[:40]}-{key}"
+
+
+@dataclass
+class UploadBudget:
+    """What an upload may still write: bytes and files (zips unpacked)."""
+
+    bytes_left: int = MAX_UPLOAD_BYTES
+    files_left: int = MAX_UPLOAD_FILES
+    why: str = "one upload"
+
+    @classmethod
+    def for_space(cls, folder: Path) -> UploadBudget:
+        """The smaller of one upload's caps and what the session space ``folder`` (the parent
+        of the upload's folder) has left."""
+        size, files = folder_usage(folder)
+        space_bytes, space_files = MAX_SPACE_BYTES - size, MAX_SPACE_FILES - files
+        if space_bytes < MAX_UPLOAD_BYTES or space_files < MAX_UPLOAD_FILES:
+            return cls(max(space_bytes, 0), max(space_files, 0), "this session's uploads")
+        return cls()
+
+    def take(self, size: int) -> str | None:
+        """Count one file of ``size`` bytes; the problem when it does not fit, else None."""
+        if self.files_left < 1:
+            return f"more files than {self.why} may hold"
+        if size > self.bytes_left:
+            return f"more bytes than {self.why} may hold ({self.bytes_left:,} left)"
+        self.files_left -= 1
+        self.bytes_left -= size
+        return None
+
+    def limits(self) -> str:
+        return (f"limits: {MAX_UPLOAD_BYTES // 2**20} MiB and {MAX_UPLOAD_FILES:,} files per "
+                f"upload, {MAX_SPACE_BYTES // 2**20} MiB and {MAX_SPACE_FILES:,} files per "
+                f"session, zips unpacked")
 
 
 def _member_path(name: str) -> PurePosixPath | None:
@@ -105,25 +204,24 @@ def _member_path(name: str) -> PurePosixPath | None:
     return rel
 
 
-def extract_zip(data: bytes, dest: Path) -> list[str]:
+def extract_zip(data: bytes, dest: Path, budget: UploadBudget | None = None) -> list[str]:
     """Unpack the zip ``data`` into ``dest``, keeping its folders; return one sentence per
-    member refused (absolute name, ``..``, symlink) or problem (not a zip, too big)."""
+    member refused (absolute name, ``..``, symlink) or problem (not a zip, over the budget:
+    nothing more is unpacked then, and what the zip's directory declares is checked first)."""
+    budget = budget if budget is not None else UploadBudget()
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile as exc:
         return [f"not a zip file ({exc})"]
     problems: list[str] = []
     with zf:
-        members = zf.infolist()
-        if len(members) > MAX_ZIP_MEMBERS:
-            return [f"the zip has {len(members):,} members; the limit is {MAX_ZIP_MEMBERS:,}"]
-        if sum(m.file_size for m in members) > MAX_UNZIPPED_BYTES:
-            return [f"the zip unpacks to more than {MAX_UNZIPPED_BYTES / 2**30:.0f} GiB"]
+        members = [m for m in zf.infolist() if not m.is_dir()]
+        declared = sum(m.file_size for m in members)
+        if len(members) > budget.files_left or declared > budget.bytes_left:
+            return [f"the zip holds {len(members):,} files, {declared:,} bytes unpacked: more "
+                    f"than {budget.why} may hold ({budget.limits()}); nothing was unpacked"]
         root = dest.resolve()
-        budget = MAX_UNZIPPED_BYTES
         for member in members:
-            if member.is_dir():
-                continue
             rel = _member_path(member.filename)
             if rel is None:
                 problems.append(f"{member.filename!r}: refused (absolute path or '..')")
@@ -137,24 +235,34 @@ def extract_zip(data: bytes, dest: Path) -> list[str]:
                 if not is_inside(target.parent.resolve(), [root]):
                     problems.append(f"{member.filename!r}: refused (leads outside)")
                     continue
+                budget.files_left -= 1
                 with zf.open(member) as src, open(target, "wb") as out:
                     while chunk := src.read(2**20):
-                        budget -= len(chunk)
-                        if budget < 0:  # sizes in the zip's directory can lie
+                        budget.bytes_left -= len(chunk)
+                        if budget.bytes_left < 0:  # sizes in the zip's directory can lie
                             raise ValueError("the zip unpacks to more than it declares")
                         out.write(chunk)
-            except (OSError, zipfile.BadZipFile, RuntimeError, ValueError) as exc:
+            except ValueError as exc:
+                target.unlink(missing_ok=True)
+                problems.append(f"{member.filename!r}: {exc}; unpacking stopped")
+                break
+            except (OSError, zipfile.BadZipFile, RuntimeError) as exc:
+                target.unlink(missing_ok=True)  # no partial file stays
                 problems.append(f"{member.filename!r}: cannot be unpacked ({exc})")
     return problems
 
 
-def save_upload(name: str, data: bytes, dest: Path) -> list[str]:
+def save_upload(name: str, data: bytes, dest: Path,
+                budget: UploadBudget | None = None) -> list[str]:
     """Save one uploaded file into ``dest`` (a zip is unpacked there); return problems."""
+    budget = budget if budget is not None else UploadBudget()
     if name.lower().endswith(".zip"):
-        return extract_zip(data, dest)
+        return extract_zip(data, dest, budget)
     base = PurePosixPath(name.replace("\\", "/")).name
     if not base or base.startswith(".") or "\x00" in base:
         return [f"{name!r}: refused (not a plain file name)"]
+    if (problem := budget.take(len(data))) is not None:
+        return [f"{name!r}: refused ({problem}; {budget.limits()})"]
     try:
         (dest / base).write_bytes(data)
     except OSError as exc:
@@ -174,20 +282,23 @@ def _read_marker(marker: Path) -> list[str] | None:
     return [str(p) for p in recorded] if isinstance(recorded, list) else None
 
 
-def save_uploads(files: Iterable[tuple[str, bytes]], dest: Path) -> list[str]:
+def save_uploads(files: Iterable[tuple[str, bytes]], dest: Path,
+                 budget: UploadBudget | None = None) -> list[str]:
     """Save uploaded files (name, content) into ``dest`` (created); return every problem.
 
-    ``dest`` is meant to be named by the content's :func:`digest`: once saved (a marker file
-    records it, with the problems found), later calls return at once, so a page rerun does not
-    unpack the same zip again.
+    ``dest`` is meant to be named by the content's :func:`digest` inside a session space:
+    once saved (a marker file records it, with the problems found), later calls return at
+    once, so a page rerun does not unpack the same zip again. ``budget`` defaults to
+    :meth:`UploadBudget.for_space` of ``dest``'s parent folder.
     """
     marker = dest / UPLOADED_MARKER
     recorded = _read_marker(marker)
     if recorded is not None:
         return recorded
+    budget = budget if budget is not None else UploadBudget.for_space(dest.parent)
     dest.mkdir(parents=True, exist_ok=True)
     problems: list[str] = []
     for name, data in files:
-        problems.extend(save_upload(name, data, dest))
+        problems.extend(save_upload(name, data, dest, budget))
     marker.write_text(json.dumps(problems), encoding="utf-8")
     return problems

@@ -151,6 +151,17 @@ class Progress:
         """Finished share of the lines, 0..1."""
         return self.done / self.total if self.total else 1.0
 
+    def summary(self) -> str:
+        """``"3 of 9 lines ok, 6 skipped (invalid), 0 failed"`` (and those from an earlier run)."""
+        text = (f"{self.ok} of {self.total} line{'s' if self.total != 1 else ''} ok, "
+                f"{self.skipped} skipped (invalid), {self.failed} failed")
+        return text + (f"; {self.resumed} ok from an earlier run" if self.resumed else "")
+
+    @property
+    def worst(self) -> str:
+        """The worst outcome so far: ``failed``, ``skipped`` or ``ok``."""
+        return "failed" if self.failed else "skipped" if self.skipped or not self.ok else "ok"
+
     @property
     def all_ok(self) -> bool:
         """Every valid line ended ok (and there was at least one)."""

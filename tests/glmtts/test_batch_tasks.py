@@ -3,11 +3,13 @@ lines gives exactly the expected reasons; reference audio cannot escape its fold
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import shutil
 import string
+import time
 import zipfile
 from pathlib import Path
 
@@ -18,7 +20,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from glmtts.batch import BatchInputError, load_tasks, parse_tasks, safe_stem
-from glmtts.batch.files import extract_zip, save_uploads, server_path
+from glmtts.batch.files import (
+    MAX_UPLOAD_BYTES,
+    MAX_UPLOAD_FILES,
+    UploadBudget,
+    extract_zip,
+    new_space,
+    remove_old_uploads,
+    save_uploads,
+    server_path,
+    space_folder,
+)
 from glmtts.batch.tasks import MAX_STEM_BYTES, resolve_inside
 from glmtts.engines import create_engine, engine_names
 from glmtts.errors import InvalidRequestError
@@ -289,13 +301,14 @@ def test_server_path_stays_inside_its_folders(folders) -> None:
     assert server_path("t.jsonl", [inside]) == inside / "t.jsonl"
     assert server_path(str(inside / "t.jsonl"), [inside]) == inside / "t.jsonl"
     os.symlink(outside / "t.jsonl", inside / "link.jsonl")
-    for value in [str(outside / "t.jsonl"), "../out/t.jsonl", "link.jsonl"]:
-        with pytest.raises(BatchInputError, match="outside the folders"):
+    (inside / "deep").mkdir(exist_ok=True)
+    for value in [str(outside / "t.jsonl"), "../out/t.jsonl", "link.jsonl", "nope.jsonl",
+                  "deep", "/etc/shadow", "/etc/nope"]:
+        with pytest.raises(BatchInputError) as err:
             server_path(value, [inside])
-    with pytest.raises(BatchInputError, match="does not exist"):
-        server_path("nope.jsonl", [inside])
-    with pytest.raises(BatchInputError, match="not a file"):
-        server_path("deep", [inside])
+        # outside, missing or a folder: the same words, so nothing leaks about other files
+        assert str(err.value) == (f"no JSONL file {value} in the folders this server reads "
+                                  f"tasks from ({inside}; set GLMTTS_BATCH_ROOT to change them)")
 
 
 def test_zip_members_that_escape_are_refused(tmp_path: Path) -> None:
@@ -345,3 +358,76 @@ def test_cloning_engines_get_the_full_reference_check_before_running(tmp_path: P
     assert [t.uttid for t in plan.tasks] == ["b"]  # Piper ignores the clip: only checked lightly
     ((line, reason),) = plan.problems()
     assert line == 1 and reason.startswith("prompt_speech 'short.wav': ")
+
+
+def _zip(entries: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def test_a_zip_bomb_is_refused_before_anything_is_unpacked(tmp_path: Path) -> None:
+    bomb = _zip({f"r{i}.wav": bytes(MAX_UPLOAD_BYTES // 2) for i in range(3)})
+    assert len(bomb) < 2 * 2**20  # a small download that would unpack past the cap
+    dest = tmp_path / "up"
+    dest.mkdir()
+    (problem,) = extract_zip(bomb, dest)
+    assert "more than one upload may hold" in problem and "nothing was unpacked" in problem
+    assert not list(dest.iterdir())
+    many = _zip({f"r{i}.wav": b"x" for i in range(MAX_UPLOAD_FILES + 1)})
+    (problem,) = extract_zip(many, dest)
+    assert f"holds {MAX_UPLOAD_FILES + 1:,} files" in problem and not list(dest.iterdir())
+
+
+def test_a_zip_that_lies_about_its_size_leaves_nothing(tmp_path: Path) -> None:
+    data = bytearray(_zip({"a.wav": bytes(4096), "b.wav": bytes(4096)}))
+    # the central directory says each member unpacks to 10 bytes; the data say 4,096
+    for header in (b"PK\x01\x02", b"PK\x03\x04"):
+        start = 0
+        while (at := data.find(header, start)) >= 0:
+            offset = at + (24 if header == b"PK\x01\x02" else 22)
+            data[offset:offset + 4] = (10).to_bytes(4, "little")
+            start = at + 4
+    dest = tmp_path / "up"
+    dest.mkdir()
+    problems = extract_zip(bytes(data), dest, UploadBudget(bytes_left=5000))
+    # no more than declared is read; the members then fail their checksum and are dropped
+    assert len(problems) == 2 and all("cannot be unpacked" in p for p in problems), problems
+    assert not list(dest.iterdir())
+
+
+def test_a_session_space_caps_what_all_its_uploads_hold(tmp_path: Path, monkeypatch) -> None:
+    import glmtts.batch.files as files
+
+    monkeypatch.setenv("GLMTTS_BATCH_DIR", str(tmp_path))
+    monkeypatch.setattr(files, "MAX_SPACE_BYTES", 3000)
+    space = new_space()
+    assert space != new_space() and len(space) == 32
+    assert save_uploads([("a.wav", bytes(2000))], space_folder(space) / "one") == []
+    (problem,) = save_uploads([("b.wav", bytes(2000))], space_folder(space) / "two")
+    assert "more bytes than this session's uploads may hold (998 left)" in problem  # 2 bytes: the marker
+    # another session has its own space
+    assert save_uploads([("b.wav", bytes(2000))], space_folder(new_space()) / "two") == []
+    for bad in ["../x", "g" * 32, space.upper(), ""]:
+        with pytest.raises(ValueError):
+            space_folder(bad)
+
+
+def test_old_upload_spaces_are_removed_and_results_kept(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("GLMTTS_BATCH_DIR", str(tmp_path))
+    old, fresh = new_space(), new_space()
+    for space in (old, fresh):
+        save_uploads([("a.wav", b"1")], space_folder(space) / "x")
+    (tmp_path / "runs" / old).mkdir(parents=True)
+    now = time.time()
+    for path in [space_folder(old), *space_folder(old).rglob("*")]:
+        os.utime(path, (now - 25 * 3600, now - 25 * 3600))
+    assert remove_old_uploads(now=now) == [space_folder(old)]
+    assert not space_folder(old).exists() and space_folder(fresh).exists()
+    assert (tmp_path / "runs" / old).exists()
+    monkeypatch.setenv("GLMTTS_BATCH_UPLOAD_TTL_H", "0")  # 0: keep everything
+    for path in [space_folder(fresh), *space_folder(fresh).rglob("*")]:
+        os.utime(path, (now - 99 * 3600, now - 99 * 3600))
+    assert remove_old_uploads(now=now) == []
