@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
-# Install everything (app, test tools, Chromium for the browser tests) and run every test.
+# Install everything (app, test tools, Chromium for the browser tests, Prometheus for the scrape
+# test) and run every test.
 # Extra arguments go to pytest (e.g. -k engine, -m "not slow").
 source "$(dirname "$0")/_venv.sh" requirements-dev.txt
-if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  echo "installing Chromium for the browser tests (Debian package)"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  if ! command -v chromium >/dev/null 2>&1; then
+    echo "installing Chromium for the browser tests (Debian package)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
+  if ! command -v prometheus >/dev/null 2>&1; then
+    echo "installing Prometheus for the scrape test (Debian package)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      --no-install-recommends prometheus >/dev/null
+  fi
 fi
 .venv/bin/python -m ruff check .
 # Several tests run a server process beside the test process: one torch thread each keeps two

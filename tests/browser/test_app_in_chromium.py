@@ -35,11 +35,12 @@ def _free_port() -> int:
 
 
 @contextmanager
-def running_app(workdir: Path) -> Iterator[str]:
+def running_app(workdir: Path, env: dict[str, str] | None = None) -> Iterator[str]:
     """``streamlit run`` of the app on a free loopback port, with its own event store in
-    ``workdir``; yields the URL once the health check answers, stops the server after."""
+    ``workdir`` (and ``env`` added); yields the URL once the health check answers, stops the
+    server after."""
     port = _free_port()
-    env = {**os.environ, "GLMTTS_DB": str(workdir / "events.sqlite3")}
+    env = {**os.environ, "GLMTTS_DB": str(workdir / "events.sqlite3"), **(env or {})}
     log_path = workdir / "streamlit.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen(

@@ -407,7 +407,8 @@ def test_a_session_space_caps_what_all_its_uploads_hold(tmp_path: Path, monkeypa
     assert space != new_space() and len(space) == 32
     assert save_uploads([("a.wav", bytes(2000))], space_folder(space) / "one") == []
     (problem,) = save_uploads([("b.wav", bytes(2000))], space_folder(space) / "two")
-    assert "more bytes than this session's uploads may hold (998 left)" in problem  # 2 bytes: the marker
+    # 3,000 - 2,000 - the first upload's 2-byte marker file
+    assert "more bytes than this session's uploads may hold (998 left)" in problem
     # another session has its own space
     assert save_uploads([("b.wav", bytes(2000))], space_folder(new_space()) / "two") == []
     for bad in ["../x", "g" * 32, space.upper(), ""]:
