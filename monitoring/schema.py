@@ -13,6 +13,7 @@ this code is refused, never downgraded.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 
@@ -116,6 +117,9 @@ def migrate(conn: sqlite3.Connection, path: str, target: int = SCHEMA_VERSION) -
         sqlite3.Error: From SQLite (read-only, locked, corrupt...); the store translates it.
     """
     applied: list[int] = []
+    with contextlib.suppress(sqlite3.OperationalError):  # no table yet: create it below
+        if current_version(conn) == target:
+            return applied  # nothing to write: no write lock (another process may hold it)
     conn.execute("BEGIN IMMEDIATE")
     try:
         version = current_version(conn)

@@ -104,8 +104,7 @@ class Store:
         self._lock = threading.RLock()
         self._conn = self._connect(busy_timeout_s, synchronous)
         # Events that waited for another connection's lock, oldest first (see submit()).
-        self._backlog = WriteBehind(lambda record: self.add_event(record), StoreLockedError,
-                                    name=self.path)
+        self._backlog = WriteBehind(self._write_item, StoreLockedError, name=self.path)
 
     # opening -----------------------------------------------------------------------------------
 
@@ -209,8 +208,15 @@ class Store:
             "hostname": socket.gethostname(),
             "meta_json": _json(meta),
         }
-        self._insert("sessions", [row])
+        # through the backlog: a store locked when a run starts delays the row, loses nothing
+        self._backlog.submit(("sessions", row))
         return session_id
+
+    def _write_item(self, item: EventRecord | tuple[str, dict[str, Any]]) -> None:
+        if isinstance(item, tuple):
+            self._insert(item[0], [item[1]])
+        else:
+            self.add_event(item)
 
     def add_event(self, record: EventRecord) -> None:
         """Insert and commit one tracked event.

@@ -183,6 +183,30 @@ def test_locked_file_gives_typed_error_and_fallback(tmp_path: Path) -> None:
         holder.close()
 
 
+def test_a_lock_held_when_our_store_opens_delays_writes_and_loses_none(tmp_path: Path) -> None:
+    """Another process holds the write lock of this app's store when a run starts: the store
+    opens on the file anyway (nothing to migrate needs no lock), the session row and the events
+    wait in order, and are written once the lock goes (no fallback to memory)."""
+    path = tmp_path / "ours.sqlite3"
+    Store(path).close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        store = Store(path, busy_timeout_s=0.05)
+        assert not store.in_memory and store.fallback_reason is None
+        session = store.start_session("run")
+        with Tracker(store=store, session_id=session).track("synthesis") as handle:
+            pass
+        assert store.pending_writes == 2
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert store.flush(10)
+    assert list(store.events()["event_id"]) == [handle.record.event_id]
+    assert store.sessions()["session_id"].tolist() == [session]
+    store.close()
+
+
 def test_lock_taken_mid_session_raises_on_explicit_write(tmp_path: Path) -> None:
     path = tmp_path / "busy.sqlite3"
     with Store(path, busy_timeout_s=0.05) as store:
