@@ -23,6 +23,7 @@ from glmtts.batch.files import (
 )
 from glmtts.errors import GlmTtsError
 from ui import frame
+from ui.form_memory import KEEP
 from ui.format import fmt_bytes, fmt_seconds
 from ui.state import tts_session
 
@@ -82,7 +83,7 @@ session = tts_session()
 # This browser session's own upload folder: a random name no other session can know or type.
 space = st.session_state.setdefault("_batch_space", new_space())
 
-source = st.radio("Tasks", ["Upload", "Path on the server"], key="batch_source",
+source = st.radio("Tasks", ["Upload", "Path on the server"], key="batch_source", **KEEP,
                   horizontal=True)
 refs = st.file_uploader("Reference audio named by `prompt_speech` (files, or a zip keeping "
                         "their folders)", accept_multiple_files=True, key="batch_refs",
@@ -109,7 +110,7 @@ try:
             run_dir = run_folder(upload.name, key, space)
     else:
         allowed = ", ".join(f"`{f}`" for f in server_folders())
-        value = st.text_input("JSONL path on the server", key="batch_path",
+        value = st.text_input("JSONL path on the server", key="batch_path", **KEEP,
                               placeholder="example.jsonl",
                               help=f"Must lie inside {allowed} (set {INPUTS_ENV} to change); "
                                    f"reference audio must lie in the JSONL's folder")

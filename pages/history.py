@@ -5,6 +5,7 @@ import streamlit as st
 
 from monitoring.records import EVENT_KINDS
 from ui import frame
+from ui.form_memory import KEEP
 from ui.state import app_resources, tts_session
 
 #: Rows shown in the table; the CSV export has every matching row (built when downloaded).
@@ -20,8 +21,8 @@ if res.store.fallback_reason:
 st.session_state.setdefault("history_kinds", list(EVENT_KINDS))
 st.session_state.setdefault("history_scope", "this browser session")
 c1, c2 = st.columns([3, 2])
-kinds = c1.multiselect("Kinds", EVENT_KINDS, key="history_kinds")
-scope = c2.radio("Sessions", ["this browser session", "all sessions"], key="history_scope",
+kinds = c1.multiselect("Kinds", EVENT_KINDS, key="history_kinds", **KEEP)
+scope = c2.radio("Sessions", ["this browser session", "all sessions"], key="history_scope", **KEEP,
                  horizontal=True)
 session_id = session.session_id if scope == "this browser session" else None
 if not kinds:

@@ -7,6 +7,7 @@ from monitoring import charts
 from monitoring.allocator_history import MemoryHistory, snapshot_filename
 from monitoring.allocator_history import unavailable_reason as snapshot_unavailable
 from ui import frame
+from ui.form_memory import KEEP
 from ui.format import fmt_bytes
 from ui.sidebar import current_snapshot
 from ui.state import app_resources, tts_session
@@ -26,7 +27,7 @@ if snap.gpu_index is None:
 
 st.session_state.setdefault("live", True)
 c1, c2 = st.columns([1, 3])
-c1.toggle("Live", key="live", help="Redraw the timeline every second; off to pause")
+c1.toggle("Live", key="live", **KEEP, help="Redraw the timeline every second; off to pause")
 scope = c2.radio("Timeline span", ["2 min", "5 min", "1 hour", "all buffered"],
                  horizontal=True, key="timeline_span", index=1,
                  help="The live buffer holds the last 5 minutes at 10 Hz; older minutes (and "

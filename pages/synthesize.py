@@ -10,6 +10,7 @@ from glmtts.request import MAX_TEXT_CHARS, SAMPLING_METHODS, SPEED_RANGE
 from ui import frame
 from ui.cards import memory_card
 from ui.engine_choice import engine_choice
+from ui.form_memory import KEEP
 from ui.request_form import request_from_form
 from ui.state import tts_session
 
@@ -29,7 +30,7 @@ if st.session_state["sample_rate"] not in caps.sample_rates:
 if not caps.speech:
     st.warning("This engine is a memory twin: its audio is not speech.")
 
-st.text_area("Text to speak", key="text", height=140, max_chars=MAX_TEXT_CHARS,
+st.text_area("Text to speak", key="text", **KEEP, height=140, max_chars=MAX_TEXT_CHARS,
              placeholder="Type something to say…")
 left, right = st.columns(2)
 with right:
@@ -64,30 +65,30 @@ with right:
         st.caption(f"Reference: {Path(st.session_state['_ref_audio_path']).name} · "
                    f"{st.session_state.get('_ref_summary', '')}")
         st.audio(st.session_state["_ref_preview"], format="audio/wav")
-        st.text_input("Transcript of the reference (required)", key="ref_text")
+        st.text_input("Transcript of the reference (required)", key="ref_text", **KEEP)
 
 with st.expander("Advanced settings"):
     c1, c2 = st.columns(2)
     with c1:
         rates = list(caps.sample_rates)
-        st.selectbox("Sample rate", rates, key="sample_rate",
+        st.selectbox("Sample rate", rates, key="sample_rate", **KEEP,
                      format_func=lambda r: f"{r:,} Hz" + (
                          " (native)" if r == caps.native_sample_rate else ""))
         kv_reason = caps.reason("use_kv_cache")
-        st.toggle("KV cache (prompt history)", key="use_kv_cache",
+        st.toggle("KV cache (prompt history)", key="use_kv_cache", **KEEP,
                   disabled=kv_reason is not None, help=kv_reason)
         if kv_reason:
             st.caption(f"Disabled: {kv_reason}.")
-        st.slider("Speed", SPEED_RANGE[0], SPEED_RANGE[1], step=0.05, key="speed",
+        st.slider("Speed", SPEED_RANGE[0], SPEED_RANGE[1], step=0.05, key="speed", **KEEP,
                   disabled=caps.reason("speed") is not None)
     with c2:
-        st.checkbox("Fixed seed", key="fixed_seed",
+        st.checkbox("Fixed seed", key="fixed_seed", **KEEP,
                     help="Same seed, same text, same settings: the same audio")
-        st.number_input("Seed", 0, 2**31 - 1, key="seed",
+        st.number_input("Seed", 0, 2**31 - 1, key="seed", **KEEP,
                         disabled=not st.session_state.get("fixed_seed", True))
         sm_reason = caps.reason("sampling_method")
-        st.radio("Sampling method", SAMPLING_METHODS, key="sampling_method", horizontal=True,
-                 disabled=sm_reason is not None, help=sm_reason)
+        st.radio("Sampling method", SAMPLING_METHODS, key="sampling_method", **KEEP,
+                 horizontal=True, disabled=sm_reason is not None, help=sm_reason)
         if sm_reason:
             st.caption(f"Disabled: {sm_reason}.")
 

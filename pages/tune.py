@@ -14,6 +14,7 @@ from glmtts.sweep import (
     sweep_figures,
 )
 from ui import frame
+from ui.form_memory import KEEP
 from ui.format import fmt_bytes, fmt_seconds
 from ui.state import app_resources
 
@@ -33,11 +34,11 @@ for key, value in defaults.items():
     st.session_state.setdefault(key, value)
 
 left, right = st.columns([1, 2])
-engine = left.selectbox("Engine", engine_names(), key="tune_engine",
+engine = left.selectbox("Engine", engine_names(), key="tune_engine", **KEEP,
                         format_func=lambda n: n if status[n] is None else f"{n} (unavailable)")
-left.selectbox("Device", ["cpu", "auto", "cuda"], key="tune_device",
+left.selectbox("Device", ["cpu", "auto", "cuda"], key="tune_device", **KEEP,
                help="auto: the GPU where there is one")
-left.number_input("Memory budget (GiB)", 0.1, 1024.0, step=0.5, key="tune_budget")
+left.number_input("Memory budget (GiB)", 0.1, 1024.0, step=0.5, key="tune_budget", **KEEP)
 if engine == "twin":
     right.info("The twin has GLM-TTS's layer shapes with random weights, driven to realistic "
                "lengths: its memory behaves like GLM-TTS's, but **its audio is not speech**. "
@@ -46,15 +47,16 @@ if engine == "twin":
                "memory); the *attention cache* is the transformer's own key/value cache (off: "
                "every step recomputes the whole sequence).", icon="ℹ️")
     c1, c2, c3 = right.columns(3)
-    c1.number_input("Scale", 0.01, 1.0, step=0.01, key="tune_scale",
+    c1.number_input("Scale", 0.01, 1.0, step=0.01, key="tune_scale", **KEEP,
                     help="1.0 is GLM-TTS's size (~8 GiB in fp32); small scales run on a CPU")
-    c2.multiselect("Dtype", ["fp32", "bf16"], key="tune_dtypes")
-    c3.multiselect("Attention cache", list(SWITCH), key="tune_attention")
+    c2.multiselect("Dtype", ["fp32", "bf16"], key="tune_dtypes", **KEEP)
+    c3.multiselect("Attention cache", list(SWITCH), key="tune_attention", **KEEP)
 c1, c2 = st.columns(2)
-c1.multiselect("Sample rates", RATES, key="tune_rates",
+c1.multiselect("Sample rates", RATES, key="tune_rates", **KEEP,
                format_func=lambda r: f"{r / 1000:g} kHz")
-c2.multiselect("KV switch (prompt history)", list(SWITCH), key="tune_kv")
-st.text_area("Texts, one per line (their lengths are the x axis)", key="tune_texts", height=120)
+c2.multiselect("KV switch (prompt history)", list(SWITCH), key="tune_kv", **KEEP)
+st.text_area("Texts, one per line (their lengths are the x axis)", key="tune_texts", **KEEP,
+             height=120)
 
 twin = engine == "twin"
 spec = SweepSpec(

@@ -14,11 +14,12 @@ from glmtts.errors import GlmTtsError
 from glmtts.session import SynthesisSession
 from glmtts.worker.client import default_python, interpreter_problem
 from glmtts.worker.engine import isolated_by_default
+from ui.form_memory import KEEP
 
 
 def _piper_options() -> tuple[dict[str, Any], str | None]:
     path = st.text_input(
-        "Voice", key="voice_path", placeholder="en_US-joe-medium (embedded)",
+        "Voice", key="voice_path", **KEEP, placeholder="en_US-joe-medium (embedded)",
         help="Leave empty for the embedded voice, or give the path of another Piper .onnx "
              "voice (its .onnx.json beside it)").strip()
     return ({"voice": path} if path else {}), None
@@ -26,10 +27,10 @@ def _piper_options() -> tuple[dict[str, Any], str | None]:
 
 def _glm_tts_options() -> tuple[dict[str, Any], str | None]:
     st.session_state.setdefault("glmtts_home", os.environ.get("GLMTTS_HOME", ""))
-    home = st.text_input("GLM-TTS checkout folder", key="glmtts_home",
+    home = st.text_input("GLM-TTS checkout folder", key="glmtts_home", **KEEP,
                          help="Your clone of zai-org/GLM-TTS with its weights in ckpt/ "
                               "(default: $GLMTTS_HOME)").strip()
-    phoneme = st.checkbox("Phoneme mode", key="use_phoneme",
+    phoneme = st.checkbox("Phoneme mode", key="use_phoneme", **KEEP,
                           help="upstream's use_phoneme: text front-end with grapheme-to-phoneme")
     options = {"home": home or None, "use_phoneme": bool(phoneme)}
     if not _isolated("glm-tts"):
@@ -55,7 +56,7 @@ def _worker_options(engine: str) -> tuple[bool, str | None, str | None]:
     key = f"isolate_{engine}"
     st.session_state.setdefault(key, isolated_by_default(engine))
     isolate = st.toggle(
-        "Run in a worker process", key=key,
+        "Run in a worker process", key=key, **KEEP,
         help="The engine runs in a child process of its own (for GLM-TTS: upstream's own "
              "Python environment). A restart cleanup then frees everything it held, the CUDA "
              "context included.")
@@ -68,7 +69,7 @@ def _worker_options(engine: str) -> tuple[bool, str | None, str | None]:
     else:  # the app's own interpreter has what the other engines need
         st.session_state.setdefault(key, sys.executable)
     python = st.text_input(
-        "Worker interpreter" + (" (GLMTTS_PYTHON)" if engine == "glm-tts" else ""), key=key,
+        "Worker interpreter" + (" (GLMTTS_PYTHON)" if engine == "glm-tts" else ""), key=key, **KEEP,
         help="The Python that runs the worker: for GLM-TTS, the one of the environment "
              "where upstream's requirements are installed (e.g. ~/GLM-TTS/.venv/bin/python)"
     ).strip()
@@ -106,7 +107,7 @@ def engine_choice(session: SynthesisSession) -> str | None:
     st.session_state.setdefault("engine", session.engine_name)
     left, right = st.columns([1, 2])
     engine = left.selectbox(
-        "Engine", engine_names(), key="engine",
+        "Engine", engine_names(), key="engine", **KEEP,
         format_func=lambda n: n if status[n] is None else f"{n} (unavailable)")
     with right:
         options, reason = _OPTIONS.get(engine, _no_options)()

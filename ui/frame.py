@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from ui import form_memory
 from ui.sidebar import render_sidebar
-from ui.state import persist_widgets
 
 
 def begin() -> None:
-    """Keep widget values across page switches."""
-    persist_widgets()
+    """A reloaded tab gets back what it had typed and chosen (:mod:`ui.form_memory`)."""
+    form_memory.restore()
 
 
 def end() -> None:
     """The sidebar, drawn after the page so it shows what the page's action just did."""
     render_sidebar()
+    form_memory.save()

@@ -9,6 +9,7 @@ from glmtts.outcome import CleanupOption
 from glmtts.registry import loaded_models
 from monitoring import Snapshot, take_snapshot
 from monitoring.policy import MODES, Recommendation
+from ui.form_memory import KEEP
 from ui.format import fmt_bytes, fmt_seconds
 from ui.request_form import pending_request
 from ui.state import app_resources, tts_session
@@ -85,7 +86,7 @@ def cleanup_controls() -> None:
     levels = [o.level for o in options]
     if st.session_state.get("cleanup_level") not in levels:
         st.session_state["cleanup_level"] = "full"
-    st.radio("Cleanup", levels, key="cleanup_level",
+    st.radio("Cleanup", levels, key="cleanup_level", **KEEP,
              format_func=lambda k: CLEANUP_LEVELS[k].split(":")[0],
              help="\n\n".join(CLEANUP_LEVELS[k] for k in levels), horizontal=True)
     st.caption("  \n".join(_option_line(o) for o in options))
@@ -142,7 +143,7 @@ def _advice(session, mode: str) -> Recommendation:
 def policy_box() -> None:
     session = tts_session()
     st.session_state.setdefault("policy_mode", session.policy_mode)
-    mode = st.radio("Cleanup policy", MODES, key="policy_mode", horizontal=True,
+    mode = st.radio("Cleanup policy", MODES, key="policy_mode", **KEEP, horizontal=True,
                     help="\n\n".join(f"**{m}**: {h}" for m, h in MODE_HELP.items()))
     session.policy_mode = mode
     if mode == "off":

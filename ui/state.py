@@ -14,17 +14,6 @@ from glmtts.session import SynthesisSession
 from monitoring import Sampler, Store, open_store
 from ui import metrics_port
 
-#: Widgets whose values must survive page switches and cleanups. Streamlit drops the state of
-#: widgets that a run does not draw, so each full run copies these values into shadow keys
-#: (never used by a widget, so never dropped) and restores any value that went missing.
-PERSISTED = ("engine", "glmtts_home", "use_phoneme", "isolate_piper", "isolate_glm-tts",
-             "isolate_twin", "python_piper", "python_glm-tts", "python_twin", "text",
-             "voice_path", "sample_rate", "use_kv_cache", "seed", "fixed_seed",
-             "sampling_method", "speed", "ref_text",
-             "cleanup_level", "policy_mode", "live", "history_kinds", "history_scope",
-             "batch_source", "batch_path", "tune_engine", "tune_device", "tune_budget",
-             "tune_scale", "tune_dtypes", "tune_attention", "tune_rates", "tune_kv", "tune_texts")
-
 
 @dataclass(frozen=True)
 class AppResources:
@@ -75,14 +64,3 @@ def tts_session() -> SynthesisSession:
         st.session_state["_tts_session"] = session
     _release_with_the_browser_session(f"{session.label} {id(session):x}", session)
     return session
-
-
-def persist_widgets() -> None:
-    """Keep the persisted widgets' values across page switches (call first in every run)."""
-    state = st.session_state
-    for key in PERSISTED:
-        shadow = f"_kept_{key}"
-        if key in state:
-            state[shadow] = state[key]
-        elif shadow in state:
-            state[key] = state[shadow]
