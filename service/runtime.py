@@ -11,9 +11,11 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+
+import numpy as np
 
 from glmtts.audio import wav_bytes
 from glmtts.cancel import cancellable
@@ -158,14 +160,16 @@ class Service:
         return outcome
 
     def synthesize_wav(self, request: SynthesisRequest, synthesis_id: str | None = None,
-                       cancel: threading.Event | None = None
+                       cancel: threading.Event | None = None,
+                       encode: Callable[[np.ndarray, int], bytes] = wav_bytes
                        ) -> tuple[SynthesisOutcome, bytes]:
-        """:meth:`synthesize`, then the audio as WAV bytes (one thread hop for the app).
-        Setting ``cancel`` stops the synthesis at its next sentence or segment boundary
+        """:meth:`synthesize`, then the audio encoded by ``encode(samples, rate)`` (WAV bytes
+        by default; one thread hop for the app, and the encoding runs after the device is
+        free). Setting ``cancel`` stops the synthesis at its next sentence or segment boundary
         (:class:`glmtts.cancel.Cancelled`, recorded as ``cancelled``)."""
         with cancellable(cancel or threading.Event()):
             outcome = self.synthesize(request, synthesis_id)
-        return outcome, wav_bytes(outcome.result.audio, outcome.result.sample_rate)
+        return outcome, encode(outcome.result.audio, outcome.result.sample_rate)
 
     # ------------------------------------------------------------------------ cleanup
     def cleanup(self, level: str) -> tuple[CleanupResult, bool]:
