@@ -37,6 +37,7 @@ from glmtts.outcome import SynthesisOutcome
 from glmtts.reference_audio import ReferenceAudioError
 from glmtts.registry import loaded_models
 from glmtts.request import SynthesisRequest
+from glmtts.stream import Listener
 from monitoring.allocator_history import MEDIA_TYPE as SNAPSHOT_MEDIA_TYPE
 from monitoring.allocator_history import snapshot_filename
 from monitoring.errors import SnapshotUnavailableError
@@ -210,18 +211,20 @@ def _read_audio_upload(upload: UploadFile, folder: Path) -> Path:
 
 
 async def run_synthesis(service: Service, request: Request, synthesis: SynthesisRequest,
-                        synthesis_id: str, encode: Callable[[Any, int], bytes] = wav_bytes
-                        ) -> tuple[SynthesisOutcome, bytes]:
+                        synthesis_id: str, encode: Callable[[Any, int], bytes] = wav_bytes, *,
+                        cancel: threading.Event | None = None,
+                        on_audio: Listener | None = None) -> tuple[SynthesisOutcome, bytes]:
     """The one way an HTTP request synthesizes: admission (429 when too many wait), the
     device queue, the tracked synthesis (its event in the store, its metrics), cancelled at
-    the next sentence when the client goes away (499, recorded as ``cancelled``), 503 when the
-    server stops first. Returns the outcome and the audio as ``encode(samples, rate)``."""
+    the next sentence when the client goes away or ``cancel`` is set (499, recorded as
+    ``cancelled``), 503 when the server stops first. ``on_audio`` gets each sentence as it is
+    made (a stream). Returns the outcome and the audio as ``encode(samples, rate)``."""
     with service.admission():
-        cancel = threading.Event()  # set when the client goes away: the synthesis
-        watcher = asyncio.create_task(_watch_disconnect(request, cancel))  # then stops
+        cancel = cancel or threading.Event()  # set when the client goes away: the
+        watcher = asyncio.create_task(_watch_disconnect(request, cancel))  # synthesis stops
         try:
             return await run_in_threadpool(service.synthesize_wav, synthesis, synthesis_id,
-                                           cancel, encode)
+                                           cancel, encode, on_audio)
         except Cancelled as exc:  # nobody to answer; recorded as "cancelled"
             raise ApiError(499, str(exc)) from None
         except asyncio.CancelledError:  # the server stops: this request ran out of time

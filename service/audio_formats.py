@@ -99,6 +99,25 @@ def encode(audio: np.ndarray, rate: int, fmt: OutputFormat, write_rate: int | No
 
 
 def pcm16(audio: np.ndarray) -> bytes:
-    """Signed 16-bit little-endian samples of mono float ``audio`` (no header)."""
-    scaled = np.round(np.clip(audio, -1.0, 1.0) * 32767.0)
-    return scaled.astype("<i2").tobytes()
+    """Signed 16-bit little-endian samples of mono float ``audio`` (no header), converted by
+    libsndfile as its WAV writer converts them (the same samples as the service's WAVs)."""
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0), 8000,
+             format="RAW", subtype="PCM_16", endian="LITTLE")
+    return buf.getvalue()
+
+
+#: Formats a speech stream carries piece by piece (the others go out whole once made).
+STREAMABLE = ("pcm", "wav")
+
+
+def wav_stream_header(rate: int) -> bytes:
+    """The 44-byte header of a 16-bit mono WAV whose length is not known yet: the RIFF and
+    data sizes say 0xFFFFFFFF (read as "until the end"), as streaming servers write it."""
+    import struct
+
+    return (b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVE"
+            + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16)
+            + b"data" + struct.pack("<I", 0xFFFFFFFF))

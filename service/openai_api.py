@@ -19,7 +19,9 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import json
 import logging
+import random
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -45,6 +47,7 @@ from service import audio_formats, schemas
 from service.errors import BusyError
 from service.middleware import BodyStalledError, BodyTooLargeError, TokenAuth
 from service.runtime import Service, new_synthesis_id
+from service.speech_stream import stream_speech
 from service.voices import NAME_PATTERN, VoiceRegistryError, VoiceStore, gate_reference
 
 log = logging.getLogger(__name__)
@@ -282,10 +285,13 @@ def openai_router(service: Service) -> APIRouter:
                                    f"available here{lacking}; choose one of "
                                    f"{', '.join(formats)}", "response_format",
                               "unsupported_value")
-        if body.stream_format not in (None, "audio"):
-            why = ("is not supported yet" if body.stream_format == "sse" else "is unknown")
-            raise OpenAIError(400, f"stream_format {body.stream_format!r} {why}; use "
-                                   f"'audio' (or leave it out)", "stream_format",
+        if body.stream_format not in (None, "audio", "sse"):
+            raise OpenAIError(400, f"stream_format {body.stream_format!r} is unknown; use "
+                                   f"'audio' or 'sse' (or leave it out)", "stream_format",
+                              "unsupported_value")
+        if body.stream_format == "sse" and fmt.name not in audio_formats.STREAMABLE:
+            raise OpenAIError(400, f"an sse stream carries {' or '.join(audio_formats.STREAMABLE)}"
+                                   f", not {fmt.name}: set response_format", "response_format",
                               "unsupported_value")
         lo, hi = OPENAI_SPEED
         if not lo <= body.speed <= hi:
@@ -360,29 +366,40 @@ def openai_router(service: Service) -> APIRouter:
             "schema": speech_schema(settings.max_text_chars, served, builtin, formats)}}}},
         responses={200: {"description": "The audio in response_format (pcm: s16le mono at "
                                         "X-Sample-Rate), with the memory record in headers",
-                         "content": {f.media_type: {"schema": {"type": "string",
-                                                               "format": "binary"}}
-                                     for f in formats.values()}},
+                         "content": {**{f.media_type: {"schema": {"type": "string"}}
+                                        for f in formats.values()},
+                                     "text/event-stream": {"schema": SSE_EVENT_SCHEMA}}},
                    **_errors(400, 401, 404, 413, 415, 429, 503)})
     async def speech(request: Request) -> Response:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/json" and not content_type.endswith("+json"):
             raise OpenAIError(415, "send the request as application/json")
+        started = time.perf_counter()
         body = parse_speech(parse_json_body(await request.body()))
         fmt, voice = check_speech(body)
         synthesis_id = new_synthesis_id()
         ask_rate, write_rate = audio_formats.output_rate(fmt, caps.native_sample_rate,
                                                          caps.sample_rates)
+        streamed = body.stream_format is not None and fmt.name in audio_formats.STREAMABLE
         with contextlib.ExitStack() as stack:
             reference, ref_text = await run_in_threadpool(reference_for, body, voice, stack)
             try:
                 synthesis = SynthesisRequest(
                     text=body.input, reference_audio=reference, reference_text=ref_text,
                     sample_rate=None if ask_rate == caps.native_sample_rate else ask_rate,
-                    seed=body.seed, speed=body.speed)
+                    # a stream's seed is fixed, so that an out-of-memory retry repeats the
+                    # sentences already sent exactly (and they are skipped)
+                    seed=body.seed if body.seed is not None or not streamed else
+                    random.randrange(2**31), speed=body.speed)
             except InvalidRequestError as exc:
                 raise OpenAIError(400, str(exc), _PARAM.get(exc.field, exc.field),
                                   "invalid_value") from None
+            if streamed:
+                return await stream_speech(
+                    service, request, synthesis, synthesis_id, kind=str(body.stream_format),
+                    fmt=fmt, started=started, cleanup=stack.pop_all(),
+                    error_event=lambda exc: {"type": "error",
+                                             **json.loads(error_response(exc).body)})
             outcome, audio = await run_synthesis(
                 service, request, synthesis, synthesis_id,
                 lambda samples, rate: audio_formats.encode(samples, rate, fmt, write_rate))
@@ -398,6 +415,7 @@ def openai_router(service: Service) -> APIRouter:
         headers["X-Sample-Rate"] = str(write_rate)
         headers["Content-Disposition"] = (f'inline; filename="speech-{synthesis_id}.'
                                           f'{"raw" if fmt.name == "pcm" else fmt.name}"')
+        service.first_audio.labels("none").observe(time.perf_counter() - started)
         return Response(audio, media_type=fmt.media_type, headers=headers)
 
     @router.api_route("/v1/models", methods=["GET", "HEAD"], response_model=ModelList,
@@ -491,11 +509,18 @@ def speech_schema(max_chars: int, models: set[str], voices: set[str],
     return {
         "title": "SpeechBody", "type": "object", "additionalProperties": False,
         "required": ["model", "input"],
+        # an sse stream carries pcm or wav (response_format's default is mp3)
+        "if": {"required": ["stream_format"], "properties": {"stream_format": {"const": "sse"}}},
+        "then": {"required": ["response_format"], "properties": {"response_format": {
+            "enum": [f for f in audio_formats.STREAMABLE if f in formats]}}},
         "properties": {
             "model": {"type": "string", "enum": sorted(models) + list(OPENAI_MODELS),
                       "description": "This service's engine; OpenAI's model names mean it"},
+            # no "pattern" for "at least one letter or digit": JSON Schema's regex dialect
+            # (ECMA-262) reads \w as ASCII only, Python's as any script's letters
             "input": {"type": "string", "minLength": 1, "maxLength": max_chars,
-                      "pattern": schemas.SPEAKABLE_PATTERN, "description": "What to say"},
+                      "description": "What to say: at least one letter or digit (in any "
+                                     "script)"},
             "voice": {"anyOf": [
                 {"type": "string", "enum": voice_names},
                 {"type": "object", "additionalProperties": False, "required": ["id"],
@@ -509,7 +534,10 @@ def speech_schema(max_chars: int, models: set[str], voices: set[str],
                                      f" this service speaks {lo}-{hi} (400 outside)"},
             "instructions": {"type": ["string", "null"],
                              "description": "Accepted and ignored"},
-            "stream_format": {"type": ["string", "null"], "enum": ["audio", None]},
+            "stream_format": {"type": ["string", "null"], "enum": ["audio", "sse", None],
+                              "description": "audio: pcm and wav go out sentence by sentence "
+                                             "(other formats whole); sse: pcm or wav as "
+                                             "speech.audio.delta events"},
             "ref_audio": {"type": ["string", "null"], "format": "audio-base64",
                           "description": "A reference clip (WAV, FLAC, OGG, MP3) in base64, "
                                          "for engines that clone a voice"},
@@ -518,6 +546,25 @@ def speech_schema(max_chars: int, models: set[str], voices: set[str],
             "seed": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_SEED},
         },
     }
+
+
+#: One event of an ``sse`` speech stream (each event's ``data`` is one JSON object).
+SSE_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["data"],
+    "properties": {"data": {
+        "type": "string", "contentMediaType": "application/json",
+        "contentSchema": {"type": "object", "required": ["type"], "oneOf": [
+            {"properties": {"type": {"const": "speech.audio.delta"},
+                            "audio": {"type": "string", "contentEncoding": "base64"}},
+             "required": ["audio"]},
+            {"properties": {"type": {"const": "speech.audio.done"},
+                            "synthesis_id": {"type": "string"}, "event_id": {"type": "string"},
+                            "sample_rate": {"type": "integer"},
+                            "audio_seconds": {"type": "number"}},
+             "required": ["event_id", "sample_rate", "audio_seconds"]},
+            {"properties": {"type": {"const": "error"}, "error": {"type": "object"}},
+             "required": ["error"]}]}}},
+}
 
 
 def voice_form_schema(reserved: set[str], max_chars: int) -> dict[str, Any]:

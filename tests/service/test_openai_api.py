@@ -36,8 +36,8 @@ def served(folder: Path, launch):
     assert running.stop() == 0, running.output()
 
 
-@pytest.fixture(scope="module")
-def client(served) -> openai.OpenAI:
+@pytest.fixture
+def client(served) -> openai.OpenAI:  # per test: a restart test moves the service's port
     return openai.OpenAI(base_url=f"{served.url}/v1", api_key=TOKEN, max_retries=0,
                          timeout=120)
 
@@ -96,13 +96,15 @@ def test_speed_changes_the_length(client) -> None:
 
 
 @pytest.mark.parametrize(("change", "param", "words"), [
-    ({"response_format": "aac"}, "response_format", "mp3, opus, flac, wav, pcm"),
+    ({"response_format": "aac"}, "response_format", "(the formats this machine writes)"),
     ({"speed": 5.0}, "speed", "between 0.25 and 4.0"),
     ({"speed": 3.0}, "speed", "0.5 to 2.0"),
     ({"input": ""}, "input", "empty"),
     ({"input": "?!"}, "input", "no letters or digits"),
     ({"voice": "nobody"}, "voice", "no voice called 'nobody'"),
-    ({"stream_format": "sse"}, "stream_format", "not supported yet"),
+    ({"stream_format": "sse", "response_format": "mp3"}, "response_format",
+     "an sse stream carries pcm or wav"),
+    ({"stream_format": "chunks"}, "stream_format", "'audio' or 'sse'"),
     ({"extra_body": {"sample_rate": 8000}}, "sample_rate", "unknown field"),
     ({"extra_body": {"ref_audio": "not base64!"}}, "ref_audio", "base64"),
     ({"extra_body": {"ref_audio": base64.b64encode(b"plain text, no audio").decode()}},
@@ -110,9 +112,8 @@ def test_speed_changes_the_length(client) -> None:
 ])
 def test_bad_fields_raise_bad_request_naming_the_field(client, change, param, words) -> None:
     body = {"model": "piper", "voice": "alloy", "input": TEXT, **change}
-    available = ", ".join(available_formats())
-    if param == "response_format":
-        words = available
+    if change.get("response_format") == "aac":
+        words = ", ".join(available_formats())
     with pytest.raises(openai.BadRequestError) as caught:
         client.audio.speech.create(**body)
     err = caught.value
@@ -276,3 +277,94 @@ def test_a_speech_client_that_leaves_cancels_its_synthesis(served) -> None:
         time.sleep(0.2)
     assert found is not None, "no cancelled synthesis was recorded"
     assert "of 60 sentences" in found["error_message"]
+
+
+FOUR = ("The first sentence is short. The second one is a little longer than that. "
+        "Here comes the third. And the fourth ends it.")
+
+
+def _sse_events(data: bytes) -> list[dict]:
+    import json
+
+    blocks = data.decode().split("\n\n")
+    assert blocks[-1] == ""
+    assert all(b.startswith("data: ") for b in blocks[:-1])
+    return [json.loads(b.removeprefix("data: ")) for b in blocks[:-1]]
+
+
+@pytest.mark.parametrize("fmt", ["pcm", "wav"])
+def test_sse_stream_sends_one_delta_per_sentence_then_done(served, client, fmt) -> None:
+    body = {"model": "piper", "voice": "alloy", "input": FOUR, "response_format": fmt}
+    with httpx.Client(base_url=served.url, headers=served.headers, timeout=60) as http:
+        before = _first_audio_count(http.get("/metrics").text, "sse")
+        answer = http.post("/v1/audio/speech", json={**body, "stream_format": "sse",
+                                                     "seed": 5})
+        after = _first_audio_count(http.get("/metrics").text, "sse")
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith("text/event-stream")
+    events = _sse_events(answer.content)
+    assert [e["type"] for e in events] == ["speech.audio.delta"] * 4 + ["speech.audio.done"]
+    streamed = b"".join(base64.b64decode(e["audio"]) for e in events[:-1])
+    whole = client.audio.speech.create(**body, extra_body={"seed": 5}).content  # not streamed
+    if fmt == "pcm":
+        assert streamed == whole
+    else:
+        a, rate = sf.read(io.BytesIO(streamed), dtype="int16")
+        b, rate_b = sf.read(io.BytesIO(whole), dtype="int16")
+        assert rate == rate_b == events[-1]["sample_rate"] and np.array_equal(a, b)
+    done = events[-1]
+    assert done["audio_seconds"] > 0.5 and len(done["event_id"]) == 32
+    assert after == before + 1
+
+
+def _first_audio_count(text: str, stream: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if (sample.name == "glmtts_speech_first_audio_seconds_count"
+                    and sample.labels.get("stream") == stream):
+                return sample.value
+    return 0.0
+
+
+def test_audio_stream_is_a_playable_wav(served) -> None:
+    body = {"model": "piper", "voice": "alloy", "input": FOUR, "response_format": "wav",
+            "stream_format": "audio"}
+    with httpx.Client(base_url=served.url, headers=served.headers, timeout=60) as http:
+        answer = http.post("/v1/audio/speech", json=body)
+    assert answer.status_code == 200 and answer.headers["content-type"] == "audio/wav"
+    assert answer.headers["transfer-encoding"] == "chunked"
+    samples, rate = sf.read(io.BytesIO(answer.content), dtype="float32")
+    assert rate == int(answer.headers["x-sample-rate"]) == 22050
+    check_speech(samples, rate)
+
+
+def test_first_audio_arrives_while_the_synthesis_still_runs(served) -> None:
+    """Ordering, not timing: with the first delta in hand the service still counts the
+    synthesis as running, and leaving then cancels it part-way (so the rest was not made)."""
+    from monitoring import open_store
+
+    text = " ".join(f"Sentence number {i} of a long streamed text." for i in range(40))
+    body = {"model": "piper", "voice": "alloy", "input": text, "response_format": "pcm",
+            "stream_format": "sse"}
+    with httpx.Client(base_url=served.url, headers=served.headers, timeout=60) as http:
+        with http.stream("POST", "/v1/audio/speech", json=body) as answer:
+            assert answer.status_code == 200
+            lines = answer.iter_lines()
+            first = next(line for line in lines if line)
+            assert first.startswith('data: {"type": "speech.audio.delta"')
+            assert http.get("/v1/health").json()["pending"] == 1
+        deadline = time.monotonic() + 30  # the client left after one sentence
+        found = None
+        while found is None and time.monotonic() < deadline:
+            store = open_store(served.db)
+            events = store.events(kind="synthesis")
+            store.close()
+            mine = events[events["label"].str.startswith("Sentence number 0 of a long streamed")]
+            found = mine.iloc[-1] if len(mine) else None
+            time.sleep(0.2)
+        assert found is not None, "no synthesis event was recorded"
+        assert found["features"]["outcome"] == "cancelled"
+        assert "of 40 sentences" in found["error_message"]
+        assert http.get("/v1/health").json()["pending"] == 0
