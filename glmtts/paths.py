@@ -18,3 +18,20 @@ def event_store_path(explicit: str | None = None) -> str:
         return explicit
     configured = os.environ.get(DB_ENV, "").strip()
     return configured or str(ROOT / "data" / "memory.sqlite3")
+
+
+#: Environment variable naming the folder of voices registered over HTTP (``/v1/voices``).
+VOICES_ENV = "GLMTTS_VOICES"
+
+
+def voices_folder(event_store: str | None = None) -> Path:
+    """Where registered voices (reference clip and transcript) are kept: ``$GLMTTS_VOICES``,
+    else a ``voices`` folder beside the event store file (the data folder by default), else
+    (an in-memory store) ``data/voices`` in the project folder."""
+    configured = os.environ.get(VOICES_ENV, "").strip()
+    if configured:
+        return Path(configured).expanduser()
+    store = event_store_path(event_store)
+    if store != ":memory:" and not store.startswith("file:"):
+        return Path(store).expanduser().resolve().parent / "voices"
+    return ROOT / "data" / "voices"

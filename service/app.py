@@ -17,6 +17,7 @@ import logging
 import re
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,19 +30,22 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from glmtts.audio import wav_bytes
 from glmtts.cancel import Cancelled
 from glmtts.errors import GlmTtsError, InvalidRequestError, OutOfMemoryError
 from glmtts.outcome import SynthesisOutcome
-from glmtts.reference_audio import ReferenceAudioError, check_header
+from glmtts.reference_audio import ReferenceAudioError
 from glmtts.registry import loaded_models
 from glmtts.request import SynthesisRequest
+from glmtts.stream import Listener
 from monitoring.allocator_history import MEDIA_TYPE as SNAPSHOT_MEDIA_TYPE
 from monitoring.allocator_history import snapshot_filename
 from monitoring.errors import SnapshotUnavailableError
 from service import schemas
 from service.errors import BusyError
-from service.middleware import BodyLimit, BodyStalledError, BodyTooLargeError, TokenAuth
+from service.middleware import BodyLimit, BodyStalledError, BodyTooLargeError
 from service.runtime import Service, new_synthesis_id
+from service.voices import gate_reference
 
 log = logging.getLogger(__name__)
 
@@ -193,21 +197,42 @@ async def _watch_disconnect(request: Request, cancel: threading.Event,
 
 def _read_audio_upload(upload: UploadFile, folder: Path) -> Path:
     """Keep the upload in ``folder`` and pass it through the one reference-audio gate
-    (:func:`glmtts.reference_audio.check_header`: format, size, channels, rate and duration
-    from the header; nothing is decoded here, and an engine that ignores reference audio never
+    (:func:`service.voices.gate_reference`: format, size, channels, rate and duration from
+    the header; nothing is decoded here, and an engine that ignores reference audio never
     decodes it). Returns its path."""
     data = upload.file.read()
     if not data:
         raise ApiError(422, "the reference audio is empty", "reference_audio")
-    path = folder / "reference.audio"
-    path.write_bytes(data)
     try:
-        info = check_header(path)
+        return gate_reference(data, folder)[0]
     except ReferenceAudioError as exc:
         raise ApiError(422, f"the reference audio cannot be used: {exc}",
                        "reference_audio") from None
-    suffix = {"WAV": ".wav", "FLAC": ".flac", "OGG": ".ogg", "MP3": ".mp3"}.get(info.format)
-    return path.rename(path.with_suffix(suffix)) if suffix else path
+
+
+async def run_synthesis(service: Service, request: Request, synthesis: SynthesisRequest,
+                        synthesis_id: str, encode: Callable[[Any, int], bytes] = wav_bytes, *,
+                        cancel: threading.Event | None = None,
+                        on_audio: Listener | None = None) -> tuple[SynthesisOutcome, bytes]:
+    """The one way an HTTP request synthesizes: admission (429 when too many wait), the
+    device queue, the tracked synthesis (its event in the store, its metrics), cancelled at
+    the next sentence when the client goes away or ``cancel`` is set (499, recorded as
+    ``cancelled``), 503 when the server stops first. ``on_audio`` gets each sentence as it is
+    made (a stream). Returns the outcome and the audio as ``encode(samples, rate)``."""
+    with service.admission():
+        cancel = cancel or threading.Event()  # set when the client goes away: the
+        watcher = asyncio.create_task(_watch_disconnect(request, cancel))  # synthesis stops
+        try:
+            return await run_in_threadpool(service.synthesize_wav, synthesis, synthesis_id,
+                                           cancel, encode, on_audio)
+        except Cancelled as exc:  # nobody to answer; recorded as "cancelled"
+            raise ApiError(499, str(exc)) from None
+        except asyncio.CancelledError:  # the server stops: this request ran out of time
+            raise ApiError(503, "the service is shutting down and this synthesis did not "
+                                "finish in time; send it again (to another instance)",
+                           headers={"Retry-After": "1"}) from None
+        finally:
+            watcher.cancel()
 
 
 # ----------------------------------------------------------------------------- responses
@@ -429,20 +454,7 @@ def create_app(service: Service) -> FastAPI:
             # The body is read and checked before a synthesis slot is taken: slow or broken
             # uploads cost a connection, never other clients' turn.
             synthesis, given = await parse_synthesis(request, stack)
-            stack.enter_context(service.admission())
-            cancel = threading.Event()  # set when the client goes away: the synthesis
-            watcher = asyncio.create_task(_watch_disconnect(request, cancel))  # then stops
-            try:
-                outcome, audio = await run_in_threadpool(service.synthesize_wav,
-                                                         synthesis, synthesis_id, cancel)
-            except Cancelled as exc:  # nobody to answer; recorded as "cancelled"
-                raise ApiError(499, str(exc)) from None
-            except asyncio.CancelledError:  # the server stops: this request ran out of time
-                raise ApiError(503, "the service is shutting down and this synthesis did not "
-                                    "finish in time; send it again (to another instance)",
-                               headers={"Retry-After": "1"}) from None
-            finally:
-                watcher.cancel()
+            outcome, audio = await run_synthesis(service, request, synthesis, synthesis_id)
         notes = [*synthesis.notes, *_notes_for(service, given)]
         body = _record_json(outcome, service, synthesis_id, notes)
         headers = _headers(body)
@@ -558,12 +570,15 @@ def create_app(service: Service) -> FastAPI:
     def metrics() -> Response:
         return Response(service.metrics.exposition(), media_type=service.metrics.content_type)
 
+    from service.openai_api import OpenAITokenAuth, openai_router  # speech, models, voices
+
+    app.include_router(openai_router(service))
     _install_openapi(app, service)
     public = frozenset({METRICS_PATH}) if settings.metrics_public else frozenset()
     app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes,
                        max_upload_bytes=settings.max_upload_bytes,
                        body_timeout_s=settings.body_timeout_s)
-    app.add_middleware(TokenAuth, token=settings.token, public_paths=public)
+    app.add_middleware(OpenAITokenAuth, token=settings.token, public_paths=public)
     return app
 
 

@@ -11,9 +11,11 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+
+import numpy as np
 
 from glmtts.audio import wav_bytes
 from glmtts.cancel import cancellable
@@ -23,7 +25,8 @@ from glmtts.paths import event_store_path
 from glmtts.registry import device_lock
 from glmtts.request import SynthesisRequest
 from glmtts.session import SynthesisSession
-from glmtts.telemetry import new_metrics
+from glmtts.stream import Listener, streaming
+from glmtts.telemetry import first_audio_histogram, new_metrics
 from monitoring import Sampler, Snapshot, Store, open_store
 from monitoring.allocator_history import MemoryHistory
 from monitoring.cleanup import CleanupResult
@@ -62,6 +65,7 @@ class Service:
         self.sampler = sampler if sampler is not None else Sampler(
             store=self.store, session_id=self.app_session_id).start()
         self.metrics = new_metrics()
+        self.first_audio = first_audio_histogram(self.metrics)
         self.session = SynthesisSession(settings.engine, engine_options=settings.engine_options,
                                         device=settings.device, store=self.store,
                                         sampler=self.sampler, label="service",
@@ -158,14 +162,17 @@ class Service:
         return outcome
 
     def synthesize_wav(self, request: SynthesisRequest, synthesis_id: str | None = None,
-                       cancel: threading.Event | None = None
-                       ) -> tuple[SynthesisOutcome, bytes]:
-        """:meth:`synthesize`, then the audio as WAV bytes (one thread hop for the app).
-        Setting ``cancel`` stops the synthesis at its next sentence or segment boundary
-        (:class:`glmtts.cancel.Cancelled`, recorded as ``cancelled``)."""
-        with cancellable(cancel or threading.Event()):
+                       cancel: threading.Event | None = None,
+                       encode: Callable[[np.ndarray, int], bytes] = wav_bytes,
+                       on_audio: Listener | None = None) -> tuple[SynthesisOutcome, bytes]:
+        """:meth:`synthesize`, then the audio encoded by ``encode(samples, rate)`` (WAV bytes
+        by default; one thread hop for the app, and the encoding runs after the device is
+        free). Setting ``cancel`` stops the synthesis at its next sentence or segment boundary
+        (:class:`glmtts.cancel.Cancelled`, recorded as ``cancelled``); ``on_audio`` receives
+        each sentence as it is made (:mod:`glmtts.stream`)."""
+        with cancellable(cancel or threading.Event()), streaming(on_audio):
             outcome = self.synthesize(request, synthesis_id)
-        return outcome, wav_bytes(outcome.result.audio, outcome.result.sample_rate)
+        return outcome, encode(outcome.result.audio, outcome.result.sample_rate)
 
     # ------------------------------------------------------------------------ cleanup
     def cleanup(self, level: str) -> tuple[CleanupResult, bool]:

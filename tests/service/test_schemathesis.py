@@ -5,7 +5,9 @@ except ``positive_data_acceptance``, which is replaced by a stricter-worded equi
 a request valid by the schema must be accepted, except when the engine says the text has
 nothing espeak-ng can pronounce (no JSON Schema can say which letters espeak-ng reads).
 Uploaded reference audio is drawn as real WAV bytes (a media-type strategy for ``audio/wav``,
-which the schema names as the upload's content type), so valid uploads are valid audio.
+which the schema names as the upload's content type, and a string-format strategy for the
+speech route's base64 ``ref_audio``), so valid uploads are valid audio. Deleting a voice that
+was never registered is a valid request answered 404.
 
 Bounded: 25 schema-valid and 25 schema-invalid examples per operation (hypothesis
 ``max_examples``), derandomised, texts of at most 24 characters (the service's
@@ -15,6 +17,7 @@ pytest 9 no longer has, so the operations are parametrised here and each runs it
 
 from __future__ import annotations
 
+import base64
 import io
 
 import numpy as np
@@ -29,6 +32,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 pytestmark = pytest.mark.slow
 
 UNPRONOUNCEABLE = "espeak-ng found nothing to pronounce in the text"
+NO_LETTERS = "nothing to speak: the text has no letters or digits"
 
 
 @st.composite
@@ -47,6 +51,9 @@ def wav_files(draw: st.DrawFn) -> bytes:
 
 
 schemathesis.openapi.media_type("audio/wav", wav_files())
+# The speech route's one-off reference clip: a WAV file in base64 inside the JSON body.
+schemathesis.openapi.format("audio-base64",
+                            wav_files().map(lambda data: base64.b64encode(data).decode()))
 
 
 @schemathesis.check
@@ -58,7 +65,14 @@ def positive_data_accepted(ctx: CheckContext, response, case) -> bool | None:
     status = response.status_code
     if status < 300 or status == 409:  # 409: the CUDA snapshot on a machine without CUDA
         return None
-    if status == 422 and response.json().get("error") == UNPRONOUNCEABLE:
+    error = response.json().get("error") if status >= 400 else None
+    if isinstance(error, dict):  # the OpenAI-compatible routes' error shape
+        if status == 404 and error.get("code") == "voice_not_found":
+            return None  # a well-formed name that names no registered voice
+        error = error.get("message")
+        if status == 400 and NO_LETTERS in error:
+            return None  # the speech schema cannot say "a letter of any script" (see there)
+    if status in (400, 422) and error == UNPRONOUNCEABLE:
         return None
     raise AssertionError(f"valid request rejected with {status}: {response.text[:300]}")
 
@@ -66,7 +80,10 @@ def positive_data_accepted(ctx: CheckContext, response, case) -> bool | None:
 #: Every operation of the description; a test below fails if the description has others.
 OPERATIONS = ["GET /v1/health", "POST /v1/synthesize", "POST /v1/cleanup", "GET /v1/memory",
               "GET /v1/memory/snapshot", "GET /metrics", "HEAD /v1/health", "HEAD /v1/memory",
-              "HEAD /v1/memory/snapshot", "HEAD /metrics"]
+              "HEAD /v1/memory/snapshot", "HEAD /metrics",
+              "POST /v1/audio/speech", "GET /v1/models", "HEAD /v1/models", "GET /v1/voices",
+              "HEAD /v1/voices", "POST /v1/voices", "DELETE /v1/voices/{name}", "GET /health",
+              "HEAD /health", "GET /ready", "HEAD /ready"]
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +97,8 @@ def test_every_operation_is_exercised(api_schema) -> None:
 
 
 #: Operations that take input (body or query) also get schema-invalid examples.
-WITH_INPUT = ("POST /v1/synthesize", "POST /v1/cleanup")
+WITH_INPUT = ("POST /v1/synthesize", "POST /v1/cleanup", "POST /v1/audio/speech",
+              "POST /v1/voices")
 RUNS = [pytest.param(label, mode, id=f"{label}-{mode.value}") for label in OPERATIONS
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
         if mode is GenerationMode.POSITIVE or label in WITH_INPUT]

@@ -29,6 +29,7 @@ from glmtts.engines.piper.weights import check_shapes, infer_config, read_onnx_v
 from glmtts.engines.weights import tensor_bytes
 from glmtts.errors import InvalidRequestError, VoiceError
 from glmtts.request import SynthesisRequest, SynthesisResult
+from glmtts.stream import emit
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +228,8 @@ class PiperEngine(Engine):
                     wav = resample(wav, native, rate)
                     resample_s += time.perf_counter() - tr
                 chunks.append(wav.float().cpu().numpy())
+                pause = np.zeros(round(SENTENCE_PAUSE_S * rate) if done else 0, np.float32)
+                emit(np.concatenate([pause, chunks[-1]]), rate, done)  # the pause before it
         t2 = time.perf_counter()
         audio = join_with_pauses(chunks, [SENTENCE_PAUSE_S] * len(chunks), rate)
         wall = time.perf_counter() - t0
