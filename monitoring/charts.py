@@ -29,11 +29,29 @@ MARKER_COLOURS = {"synthesis": "#2a9d8f", "load": "#e9c46a", "cleanup": "#e76f51
                   "error": "#d62828", "recommendation": "#8d99ae"}
 
 
+def zone_name(tz: str | None) -> str:
+    """``tz`` if it names a time zone this machine knows (IANA, e.g. ``Europe/Berlin``), else
+    ``UTC``: the zone that :func:`wall_times` uses and that titles name."""
+    if not tz:
+        return "UTC"
+    try:
+        pd.Timestamp(0, tz=tz)
+    except Exception:  # noqa: BLE001 - an unknown name from a browser
+        return "UTC"
+    return tz
+
+
+def wall_times(wall_s: pd.Series, tz: str | None = None) -> pd.Series:
+    """Epoch seconds as times in the zone ``tz`` (None or unknown: UTC). Every page and chart
+    shows time this one way, with the zone named (:func:`zone_name`)."""
+    return pd.to_datetime(wall_s, unit="s", utc=True).dt.tz_convert(zone_name(tz))
+
+
 def samples_frame(samples: Iterable[Snapshot]) -> pd.DataFrame:
     """Sampler snapshots as a frame: ``time`` (datetime) and the :data:`SERIES` columns."""
     rows = [{"wall_s": s.wall_s, **{c: getattr(s, c) for c in SERIES}} for s in samples]
     frame = pd.DataFrame(rows, columns=["wall_s", *SERIES])
-    frame["time"] = pd.to_datetime(frame["wall_s"], unit="s")
+    frame["time"] = wall_times(frame["wall_s"])
     return frame
 
 
@@ -52,7 +70,7 @@ def stitch_stored(buffered: pd.DataFrame, stored: pd.DataFrame) -> pd.DataFrame:
     if not len(older):
         return buffered
     older = older.reindex(columns=["wall_s", *SERIES]).sort_values("wall_s")
-    older["time"] = pd.to_datetime(older["wall_s"], unit="s")
+    older["time"] = wall_times(older["wall_s"])
     if not len(buffered):
         return older.reset_index(drop=True)
     return pd.concat([older, buffered], ignore_index=True)
@@ -63,7 +81,7 @@ def markers_frame(markers: Iterable[Marker]) -> pd.DataFrame:
     rows = [{"wall_s": m.wall_s, "kind": m.kind, "phase": m.phase, "label": m.label,
              "event_id": m.event_id} for m in markers]
     frame = pd.DataFrame(rows, columns=["wall_s", "kind", "phase", "label", "event_id"])
-    frame["time"] = pd.to_datetime(frame["wall_s"], unit="s")
+    frame["time"] = wall_times(frame["wall_s"])
     return frame
 
 
@@ -94,7 +112,7 @@ CHILD_SERIES: dict[str, str] = {
 
 def timeline_figure(samples: pd.DataFrame, markers: pd.DataFrame | None = None,
                     max_points: int = 1500, child: pd.DataFrame | None = None,
-                    child_name: str = "worker") -> go.Figure:
+                    child_name: str = "worker", tz: str | None = None) -> go.Figure:
     """Memory over time, one line per available figure, events as labelled markers.
 
     Args:
@@ -104,8 +122,12 @@ def timeline_figure(samples: pd.DataFrame, markers: pd.DataFrame | None = None,
         child: Samples of another process whose memory belongs on the same chart (a worker
             that holds the model), drawn dashed as :data:`CHILD_SERIES`.
         child_name: How the legend names that process (e.g. ``worker pid 1234``).
+        tz: Time zone of the time axis (the browser's; None: UTC), named in its title.
     """
     fig = go.Figure()
+    samples = _in_zone(samples, tz)
+    markers = _in_zone(markers, tz)
+    child = _in_zone(child, tz)
     present = _present(samples, SERIES)
     drawn = downsample_max(samples, present, max_points)
     for col in present:
@@ -132,10 +154,19 @@ def timeline_figure(samples: pd.DataFrame, markers: pd.DataFrame | None = None,
                 marker={"symbol": "triangle-down", "size": 11,
                         "color": MARKER_COLOURS.get(str(kind), "#555")},
                 meta={"markers": str(kind), "event_ids": rows["event_id"].tolist()}))
-    fig.update_layout(yaxis_title="MiB", xaxis_title=None, height=380,
+    fig.update_layout(yaxis_title="MiB", xaxis_title=f"time ({zone_name(tz)})", height=380,
                       margin={"l": 10, "r": 10, "t": 30, "b": 10},
                       legend={"orientation": "h", "y": -0.15}, uirevision="timeline")
     return fig
+
+
+def _in_zone(frame: pd.DataFrame | None, tz: str | None) -> pd.DataFrame | None:
+    if frame is None or "wall_s" not in frame or not len(frame):
+        return frame
+    frame = frame.copy()
+    # plotly draws a zone-aware time in UTC: hand it the local wall-clock time, zone named
+    frame["time"] = wall_times(frame["wall_s"], tz).dt.tz_localize(None)
+    return frame
 
 
 def growth_frame(events: pd.DataFrame) -> pd.DataFrame:

@@ -1,12 +1,13 @@
-import json
-
 import pandas as pd
 import streamlit as st
 
+from monitoring.charts import zone_name
 from monitoring.records import EVENT_KINDS
 from ui import frame
 from ui.form_memory import KEEP
+from ui.history_table import export_frame, readable_events
 from ui.state import app_resources, tts_session
+from ui.timezone import browser_zone
 
 #: Rows shown in the table; the CSV export has every matching row (built when downloaded).
 SHOWN = 1000
@@ -29,24 +30,19 @@ if not kinds:
     st.info("No kind of event is selected: choose at least one to see events.")
 events = res.store.events(kind=kinds, session_id=session_id, last=SHOWN) if kinds else (
     pd.DataFrame())
-columns = ["wall_s", "kind", "label", "duration_s", "ok", "oom", "error_type",
-           "host_rss_before_bytes", "host_rss_after_bytes", "host_rss_peak_bytes",
-           "torch_reserved_after_bytes", "nvml_process_after_bytes", "session_id", "event_id"]
-table = events[[c for c in columns if c in events]].copy()
-if len(table):
-    table.insert(0, "time", pd.to_datetime(table.pop("wall_s"), unit="s"))
-st.dataframe(table.iloc[::-1], hide_index=True, width="stretch", key="history_table")
-st.caption(f"{len(events):,} event(s) shown (newest first; at most {SHOWN:,}).")
+st.dataframe(readable_events(events, browser_zone()), hide_index=True, width="stretch",
+             key="history_table")
+zone = zone_name(browser_zone())
+where = f"{zone}, your browser's zone" if zone != "UTC" else "UTC (no zone from the browser)"
+st.caption(f"{len(events):,} event(s) shown (newest first; at most {SHOWN:,}); times in "
+           f"{where}.")
 
 
 def _every_matching_row() -> bytes:
     """All matching events, not only the rows shown (built when the button is pressed)."""
     if not kinds:
         return b""
-    rows = res.store.events(kind=kinds, session_id=session_id)
-    rows.insert(0, "time_utc", pd.to_datetime(rows["wall_s"], unit="s", utc=True).map(
-        lambda t: t.isoformat()))
-    rows["features"] = rows["features"].map(lambda f: json.dumps(f, default=str))
+    rows = export_frame(res.store.events(kind=kinds, session_id=session_id))
     return rows.to_csv(index=False).encode()
 
 

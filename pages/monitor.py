@@ -11,6 +11,7 @@ from ui.form_memory import KEEP
 from ui.format import fmt_bytes
 from ui.sidebar import current_snapshot
 from ui.state import app_resources, tts_session
+from ui.timezone import browser_zone
 
 #: Latest syntheses drawn in the growth curve (downsampled to at most 600 points); the store
 #: keeps every event, and the History page exports them all.
@@ -67,7 +68,8 @@ def timeline() -> None:
             child = child[child["wall_s"] >= start]
     pid = session.engine.pid if session.isolated else None  # type: ignore[attr-defined]
     name = f"engine worker (pid {pid})" if pid else "engine worker (not running)"
-    st.plotly_chart(charts.timeline_figure(frame, markers, child=child, child_name=name),
+    st.plotly_chart(charts.timeline_figure(frame, markers, child=child, child_name=name,
+                                           tz=browser_zone()),
                     key="timeline_chart", width="stretch")
     st.caption(f"{len(samples):,} samples buffered at 10 Hz · markers: S synthesis, "
                f"L load, C cleanup"

@@ -20,3 +20,25 @@ def test_fmt_seconds() -> None:
     assert fmt_seconds(3.2) == "3.2 s"
     assert fmt_seconds(11.84) == "11.8 s"
     assert fmt_seconds(245) == "4 min 05 s"
+
+
+def test_history_times_are_in_the_browser_zone_with_the_zone_named() -> None:
+    import pandas as pd
+
+    from ui.history_table import readable_events
+
+    events = pd.DataFrame({"wall_s": [1_764_600_000.0], "kind": ["synthesis"], "label": [None],
+                           "duration_s": [0.1234], "ok": [True], "error_type": [None],
+                           "host_rss_before_bytes": [100 * 2**20],
+                           "host_rss_after_bytes": [110 * 2**20],
+                           "host_rss_peak_bytes": [150 * 2**20]})
+    la = readable_events(events, "America/Los_Angeles")
+    utc = readable_events(events, None)
+    assert la.columns[0] == "Time (America/Los_Angeles)" and utc.columns[0] == "Time (UTC)"
+    # 2025-12-01 14:40 UTC is 06:40 in Los Angeles (PST, UTC-8)
+    assert utc.iloc[0, 0] == "2025-12-01 14:40:00" and la.iloc[0, 0] == "2025-12-01 06:40:00"
+    row = la.iloc[0]
+    assert (row["Took"], row["Host RSS change"], row["Host RSS peak above start"],
+            row["What"]) == ("123 ms", "+10.0 MiB", "+50.0 MiB", "")
+    unknown = readable_events(events, "Not/AZone")  # a zone this machine does not know: UTC
+    assert unknown.columns[0] == "Time (UTC)" and unknown.iloc[0, 0] == utc.iloc[0, 0]

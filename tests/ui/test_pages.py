@@ -133,9 +133,16 @@ def test_history_lists_the_events(app) -> None:
     app.switch_page("pages/history.py").run()
     assert not app.exception, app.exception
     table = app.dataframe[0].value
-    assert list(table["kind"])[::-1] == ["load", "synthesis", "cleanup"]
+    assert list(table["Kind"])[::-1] == ["load", "synthesis", "cleanup"]
+    # read by a person: named columns, human units, the zone said (UTC without a browser)
+    assert list(table.columns[:4]) == ["Time (UTC)", "Kind", "What", "Took"]
+    synthesis = table[table["Kind"] == "synthesis"].iloc[0]
+    assert synthesis["OK"] == "yes" and synthesis["Error"] == ""
+    assert synthesis["Host RSS change"][0] in "+-" and "iB" in synthesis["Host RSS change"]
+    assert "None" not in table.to_string() and "nan" not in table.to_string()
+    assert any("times in UTC" in c.value for c in app.caption)
     app.multiselect(key="history_kinds").set_value(["synthesis"]).run()
-    assert list(app.dataframe[0].value["kind"]) == ["synthesis"]
+    assert list(app.dataframe[0].value["Kind"]) == ["synthesis"]
 
 
 @pytest.mark.parametrize("page", ["pages/synthesize.py", "pages/monitor.py", "pages/history.py",
@@ -252,7 +259,7 @@ def test_monitor_reaches_back_past_a_restart_through_the_store(app) -> None:
 def test_history_with_no_kind_selected_shows_no_event(app) -> None:
     _synthesize(app)
     app.switch_page("pages/history.py").run()
-    assert list(app.dataframe[0].value["kind"])[::-1] == ["load", "synthesis"]
+    assert list(app.dataframe[0].value["Kind"])[::-1] == ["load", "synthesis"]
     app.multiselect(key="history_kinds").set_value([]).run()
     assert not app.exception, app.exception
     assert len(app.dataframe[0].value) == 0
