@@ -13,23 +13,28 @@ def memory_card(outcome: SynthesisOutcome) -> None:
     rec, res = outcome.record, outcome.result
     b = rec.breakdown
     st.markdown("##### This synthesis")
-    cols = st.columns(4)
     figures = [
+        ("host RSS", b.host_rss, "this process's resident memory"),
         ("torch allocated", b.torch_allocated, "live tensors (torch allocator)"),
         ("torch reserved", b.torch_reserved, "allocator pool: live tensors + cache"),
         ("GPU, this process", b.nvml_process, "everything the driver charges to us (NVML)"),
-        ("host RSS", b.host_rss, "this process's resident memory"),
     ]
-    for col, (name, change, help_text) in zip(cols, figures, strict=True):
-        if change.before_bytes is None:
-            col.metric(name, "n/a", help=help_text + " — not available on this machine")
-        else:
-            col.metric(name, fmt_bytes(change.after_bytes),
-                       delta=fmt_bytes(change.retained_bytes, signed=True),
-                       delta_color="inverse",
-                       help=f"{help_text}. Delta: retained after the call; peak "
-                            f"{fmt_bytes(change.peak_bytes)} "
-                            f"({fmt_bytes(change.peak_delta_bytes, signed=True)} above start)")
+    # what this machine measures leads (on a CPU: host RSS); what it cannot is one line
+    present = [f for f in figures if f[1].before_bytes is not None]
+    if b.torch_reserved.before_bytes is not None or b.nvml_process.before_bytes is not None:
+        present = [f for f in present if f[0] != "host RSS"] + [
+            f for f in present if f[0] == "host RSS"]
+    missing = [f[0] for f in figures if f[1].before_bytes is None]
+    for col, (name, change, help_text) in zip(st.columns(4), present, strict=False):
+        col.metric(name, fmt_bytes(change.after_bytes),
+                   delta=fmt_bytes(change.retained_bytes, signed=True),
+                   delta_color="inverse",
+                   help=f"{help_text}. Delta: retained after the call; peak "
+                        f"{fmt_bytes(change.peak_bytes)} "
+                        f"({fmt_bytes(change.peak_delta_bytes, signed=True)} above start)")
+    if missing:
+        st.caption(f"Not measured here: {', '.join(missing)} (no CUDA device or NVML in this "
+                   f"run); the figures above are what this machine has.")
     cols = st.columns(4)
     host_peak = b.host_rss.peak_delta_bytes
     gpu_peak = b.torch_reserved.peak_delta_bytes
