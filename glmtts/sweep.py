@@ -385,24 +385,42 @@ def sweep_figures(frame: pd.DataFrame) -> dict[str, go.Figure]:
     figures: dict[str, go.Figure] = {}
     ok = frame[frame["status"] == "ok"] if "status" in frame else frame
     varying = _varying(frame)
+    words = {"host_rss": "host RSS (the whole process)", "torch_reserved": "torch reserved",
+             "nvml_process": "GPU memory of the process (NVML)"}
     for key, (column, title, unit) in specs.items():
         fig = go.Figure()
+        # lines that coincide are drawn once, their configurations named together, so the
+        # legend lists only what can be seen
+        lines: dict[tuple, list[str]] = {}
         if column in ok:
             for _, group in ok.groupby(varying or ["engine"], dropna=False, sort=False):
                 group = group.sort_values("text_chars")
                 name = config_label(group.iloc[0], varying)
-                fig.add_trace(go.Scatter(x=group["text_chars"], y=group[column] / unit,
+                values = group[column] / unit
+                shape = (column, tuple(group["text_chars"]), tuple(values.round(1)))
+                if shape in lines:
+                    lines[shape].append(name)
+                    continue
+                lines[shape] = [name]
+                fig.add_trace(go.Scatter(x=group["text_chars"], y=values,
                                          mode="lines+markers", name=name,
-                                         meta={"column": column}))
+                                         meta={"column": column, "shape": len(lines) - 1}))
                 if key == "peak" and group["predicted_peak_bytes"].notna().any():
                     fig.add_trace(go.Scatter(
                         x=group["text_chars"], y=group["predicted_peak_bytes"] / unit,
                         mode="lines", line={"dash": "dot"}, name=f"{name} (predicted)",
                         meta={"column": "predicted_peak_bytes"}))
+        named = list(lines.values())
+        for trace in fig.data:
+            index = (trace.meta or {}).get("shape")
+            if index is not None and len(named[index]) > 1:
+                trace.name = " = ".join(named[index]) + " (the same)"
         figure_name = ok["figure"].dropna().iloc[0] if "figure" in ok and len(
             ok["figure"].dropna()) else None
-        where = f" · figure: {figure_name.replace('_', ' ')}" if figure_name else ""
-        fig.update_layout(title=f"{title}{where}", xaxis_title="text length (characters)",
+        where = (f", measured as {words.get(figure_name, figure_name.replace('_', ' '))}"
+                 if figure_name else "")
+        fig.update_layout(title=f"{title[0].upper()}{title[1:]}{where}",
+                          xaxis_title="text length (characters)",
                           yaxis_title=title.split(" (")[-1].rstrip(")"), height=360,
                           margin={"l": 10, "r": 10, "t": 40, "b": 10},
                           legend={"orientation": "h", "y": -0.25}, meta={"sweep": key})

@@ -1,3 +1,6 @@
+import statistics
+import time
+
 import pandas as pd
 import streamlit as st
 
@@ -20,6 +23,18 @@ from ui.state import app_resources
 
 RATES = [24000, 32000]
 SWITCH = {"off": False, "on": True}
+
+def _seconds_per_char(engine_name: str) -> float | None:
+    """Median wall seconds per character of this engine's stored syntheses (None: none)."""
+    events = app_resources().store.events(kind="synthesis", last=200)
+    if not len(events):
+        return None
+    rates = [row["duration_s"] / row["features"]["text_chars"] for _, row in events.iterrows()
+             if isinstance(row.get("features"), dict)
+             and row["features"].get("engine") == engine_name
+             and row["features"].get("text_chars") and row.get("ok")]
+    return float(statistics.median(rates)) if rates else None
+
 
 frame.begin()
 st.title("🎛️ Tune")
@@ -79,18 +94,36 @@ else:
         points, notes = plan_sweep(spec)
         for note in notes:
             st.caption(f"• {note}")
-        st.caption(f"{len(points)} point(s) to run.")
+        estimate = _seconds_per_char(engine)
+        total_chars = sum(len(p.text) for p in points)
+        st.caption(f"{len(points)} point(s) to run" + (
+            f", about {fmt_seconds(estimate * total_chars)} (from this engine's earlier "
+            f"syntheses here, model loads not counted)." if estimate else
+            ": no earlier synthesis of this engine here to estimate the time from; the bar "
+            "shows an estimate once the first points have run."))
     except GlmTtsError as exc:
         st.error(str(exc))
 
 if st.button("Run sweep", key="tune_run", type="primary", disabled=not points):
-    bar = st.progress(0.0, text="Starting…")
+    bar = st.progress(0.0, text="Loading the model and warming it up (one short synthesis per "
+                                "rate, not reported)…")
+    started = time.monotonic()
+    chars_done = 0
 
     def report(done: int, total: int, point) -> None:
-        text = "Done." if point is None else (
+        global chars_done
+        elapsed = time.monotonic() - started
+        if point is None:
+            bar.progress(1.0, text=f"Done in {fmt_seconds(elapsed)}.")
+            return
+        left_chars = sum(len(p.text) for p in points[done:])
+        eta = (f" · about {fmt_seconds(elapsed / chars_done * left_chars)} left"
+               if chars_done else "")
+        bar.progress(done / total if total else 1.0, text=(
             f"{done + 1}/{total}: {len(point.text)} characters, "
-            f"{point.sample_rate or 'native'} Hz, KV {'on' if point.use_kv_cache else 'off'}")
-        bar.progress(done / total if total else 1.0, text=text)
+            f"{point.sample_rate or 'native'} Hz, KV {'on' if point.use_kv_cache else 'off'} · "
+            f"{fmt_seconds(elapsed)} elapsed{eta}"))
+        chars_done += len(point.text)
 
     resources = app_resources()
     try:

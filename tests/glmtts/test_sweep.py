@@ -146,3 +146,28 @@ def test_command_line_writes_one_row_per_point(tmp_path: Path) -> None:
     assert set(zip(frame["dtype"], frame["use_kv_cache"], strict=True)) == {
         ("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)}
     assert "not speech" in proc.stdout and "fits" in proc.stdout
+
+
+def test_coinciding_lines_are_drawn_once_and_titles_are_words() -> None:
+    """Two configurations whose figures are the same (piper ignores the KV switch) give one
+    line named for both, so the legend lists only what can be seen."""
+    import pandas as pd
+
+    from glmtts.sweep import sweep_figures
+
+    rows = []
+    for kv in (False, True):
+        for rate, extra in ((24000, 0), (32000, 5 * 2**20)):
+            for chars, peak in ((10, 100 * 2**20), (100, 120 * 2**20)):
+                rows.append({"engine": "piper", "status": "ok", "use_kv_cache": kv,
+                             "sample_rate": rate, "text_chars": chars,
+                             "peak_bytes": peak + extra, "retained_bytes": 2**20,
+                             "latency_s": chars / 100, "predicted_peak_bytes": None,
+                             "figure": "host_rss"})
+    figures = sweep_figures(pd.DataFrame(rows))
+    peak = figures["peak"]
+    assert [t.name for t in peak.data] == ["24 kHz · KV off = 24 kHz · KV on (the same)",
+                                          "32 kHz · KV off = 32 kHz · KV on (the same)"]
+    assert peak.layout.title.text == ("Peak (MiB above the start before loading), measured "
+                                      "as host RSS (the whole process)")
+    assert len(figures["retained"].data) == 1  # all four configurations retain the same
