@@ -102,7 +102,7 @@ def _rule_headroom(ctx: _Context) -> list[Reason]:
                        f"{peak}; free memory {where} is unknown, so whether it fits cannot "
                        f"be told.")]
     if room.need_now <= room.free_now:
-        return [Reason("headroom.fits", "none", "info", f"{peak}; it {_takes(ctx, room)}.")]
+        return [Reason("headroom.fits", "none", "info", f"{peak}. {_takes(ctx, room)}.")]
     beyond = ""
     if ctx.domain == "gpu" and ctx.reusable and ctx.settings.reuses_cache:
         beyond = f" beyond the {fmt_bytes(ctx.reusable)} this process has cached"
@@ -123,15 +123,23 @@ def _rule_headroom(ctx: _Context) -> list[Reason]:
 
 
 def _takes(ctx: _Context, room: _Room) -> str:
-    """What the request takes from free memory, as a clause ("takes ... so it fits")."""
+    """What the request takes from free memory, and why that differs from the peak, as a
+    clause: the upper bound plus the safety margin, plus a reload of the weights, less what the
+    process already holds unused and will reuse (the allocator's cache, glibc's freed pool)."""
     where = "on the GPU" if ctx.domain == "gpu" else "in RAM"
+    reload = (ctx.weights or 0) if ctx.domain == "gpu" and not ctx.loaded else 0
+    reused = max(0, room.demand + reload - room.need_now)
+    parts = [f"the upper bound plus the {ctx.settings.safety_margin:.0%} safety margin, "
+             f"{fmt_bytes(room.demand)}"]
+    if reload:
+        parts.append(f"plus {fmt_bytes(reload)} to load the weights")
+    if reused:
+        parts.append(f"less {fmt_bytes(reused)} this process already holds unused and reuses")
     if room.need_now > 0:
-        return (f"takes {fmt_bytes(room.need_now)} of the {fmt_bytes(room.free_now)} free "
-                f"{where}, so it fits")
-    held = "memory this process already holds unused"
-    if ctx.domain == "gpu" and ctx.reusable:
-        held = f"the {fmt_bytes(ctx.reusable)} this process has cached"
-    return f"fits in {held} ({fmt_bytes(room.free_now)} free {where} besides)"
+        return (f"It takes {fmt_bytes(room.need_now)} of the {fmt_bytes(room.free_now)} free "
+                f"{where} ({'; '.join(parts)}), so it fits")
+    return (f"It fits in memory this process already holds unused ({'; '.join(parts)}), "
+            f"leaving the {fmt_bytes(room.free_now)} free {where} untouched")
 
 
 def _peak_text(ctx: _Context, pred: PeakPrediction) -> str:
@@ -140,7 +148,7 @@ def _peak_text(ctx: _Context, pred: PeakPrediction) -> str:
     if pred.scope == "engine":
         basis += " of other configurations"
     margin = f", widened {ctx.settings.thin_margin:.0%} for thin history" if pred.thin else ""
-    return (f"predicted peak {fmt_bytes(pred.peak_bytes)} (up to "
+    return (f"predicted peak {fmt_bytes(pred.peak_bytes)} (at most "
             f"{fmt_bytes(pred.peak_upper_bytes)}) for {ctx.pending.size} "
             f"{ctx.settings.size_unit}, "
             f"from {basis}{margin}")

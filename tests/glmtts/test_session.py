@@ -225,3 +225,39 @@ def test_a_cancelled_synthesis_stops_between_sentences_and_is_recorded(store) ->
     assert event["features"]["outcome"] == "cancelled"
     assert session.synthesize(SynthesisRequest(text="Not cancelled.", seed=1)).record.ok
     session.close()
+
+
+def test_advice_after_the_first_synthesis_uses_it_and_its_figures_add_up() -> None:
+    """The sentence a reader gets: one predicted peak with its bound, then what the request
+    takes from free memory and why that differs (margin, memory already held and reused); the
+    figures in it add up. After the first synthesis the advice always uses it."""
+    import re
+
+    from monitoring import open_store
+
+    def mib(text: str) -> float:
+        value, unit = text.split()
+        return float(value) * {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024}[unit]
+
+    session = SynthesisSession("piper", device="cpu", store=open_store(":memory:"))
+    try:
+        first = session.recommend(SynthesisRequest(text="The first one."), record=False)
+        assert first.reasons[0].rule == "headroom.unknown"
+        session.synthesize(SynthesisRequest(text="Hello there, this is the first one.", seed=1))
+        advice = session.recommend(SynthesisRequest(text="And a second sentence follows."),
+                                   record=False)
+        (reason,) = advice.reasons
+        assert reason.rule == "headroom.fits", reason.text
+        size = r"([\d.]+ [KMG]iB)"
+        found = re.search(rf"predicted peak {size} \(at most {size}\).*It takes {size} of the "
+                          rf"{size} free in RAM \(the upper bound plus the 10% safety margin, "
+                          rf"{size}(?:; less {size} this process already holds unused and "
+                          rf"reuses)?\), so it fits\.", reason.text)
+        assert found, reason.text
+        peak, upper, takes, _free, demand, reused = found.groups()
+        assert mib(peak) <= mib(upper) and abs(mib(demand) - 1.1 * mib(upper)) < 1
+        assert abs(mib(takes) - (mib(demand) - (mib(reused) if reused else 0))) < 1
+        assert advice.needed_bytes is not None and abs(advice.needed_bytes / 2**20 -
+                                                       mib(takes)) < 1
+    finally:
+        session.close()
