@@ -8,11 +8,15 @@ from every test rerun.
 
 import streamlit as st
 
-st.set_page_config(page_title="TTS memory dashboard", page_icon="🔊", layout="wide")
+from monitoring.i18n import _
+from ui import language
+
+language.apply()
+st.set_page_config(page_title=_("TTS memory dashboard"), page_icon="🔊", layout="wide")
 st.navigation([
-    st.Page("pages/synthesize.py", title="Synthesize", icon="🔊", default=True),
-    st.Page("pages/monitor.py", title="Monitor", icon="📈"),
-    st.Page("pages/history.py", title="History", icon="🗂️"),
-    st.Page("pages/batch.py", title="Batch", icon="📦"),
-    st.Page("pages/tune.py", title="Tune", icon="🎛️"),
+    st.Page("pages/synthesize.py", title=_("Synthesize"), icon="🔊", default=True),
+    st.Page("pages/monitor.py", title=_("Monitor"), icon="📈"),
+    st.Page("pages/history.py", title=_("History"), icon="🗂️"),
+    st.Page("pages/batch.py", title=_("Batch"), icon="📦"),
+    st.Page("pages/tune.py", title=_("Tune"), icon="🎛️"),
 ]).run()

@@ -25,6 +25,7 @@ from glmtts.request import SynthesisRequest, SynthesisResult
 from glmtts.worker.engine import WorkerEngine, isolated_by_default
 from monitoring import Probes, Sampler, Store, Tracker, cleanup, default_probes
 from monitoring.cleanup import CleanupResult
+from monitoring.i18n import N_
 from monitoring.policy import (
     HistoryEvent,
     PendingRequest,
@@ -332,7 +333,7 @@ class SynthesisSession:
                         for name, (heavy, light, words) in caps.lighter.items())
         return PolicySettings(mode=self.policy_mode, switch_rules=rules,
                               restart_available=self.engine.isolated,
-                              size_feature=SIZE_FEATURE, size_unit="characters",
+                              size_feature=SIZE_FEATURE, size_unit=N_("characters"),
                               lighter=lighter)
 
     def recommend(self, request: SynthesisRequest | None = None, *, record: bool = True

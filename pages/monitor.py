@@ -6,9 +6,11 @@ import streamlit as st
 from monitoring import charts
 from monitoring.allocator_history import MemoryHistory, snapshot_filename
 from monitoring.allocator_history import unavailable_reason as snapshot_unavailable
-from ui import frame
+from monitoring.i18n import N_, _
+from ui import frame, language
 from ui.form_memory import KEEP
 from ui.format import fmt_bytes
+from ui.language import speaking_now
 from ui.sidebar import current_snapshot
 from ui.state import app_resources, tts_session
 from ui.timezone import browser_zone
@@ -18,22 +20,25 @@ from ui.timezone import browser_zone
 GROWTH_EVENTS = 2000
 
 frame.begin()
-st.title("📈 Monitor")
+st.title(_("📈 Monitor"))
 res = app_resources()
 session = tts_session()
 snap = current_snapshot()
 if snap.gpu_index is None:
-    st.info(f"No GPU data: {snap.nvml_reason or 'NVML is not available'}. "
-            f"The charts show host memory (RSS) instead.")
+    st.info(_("No GPU data: {reason}. The charts show host memory (RSS) instead.").format(
+        reason=snap.nvml_reason or _("NVML is not available")))
 
 st.session_state.setdefault("live", True)
 c1, c2 = st.columns([1, 3])
-c1.toggle("Live", key="live", **KEEP, help="Redraw the timeline every second; off to pause")
-scope = c2.radio("Timeline span", ["2 min", "5 min", "1 hour", "all buffered"],
+c1.toggle(_("Live"), key="live", **KEEP, help=_("Redraw the timeline every second; off to pause"))
+SPANS = {"2 min": N_("2 min"), "5 min": N_("5 min"), "1 hour": N_("1 hour"),
+         "all buffered": N_("all buffered")}
+scope = c2.radio(_("Timeline span"), list(SPANS),
+                 format_func=speaking_now(lambda s: _(SPANS[s])),
                  horizontal=True, key="timeline_span", index=1,
-                 help="The live buffer holds the last 5 minutes at 10 Hz; older minutes (and "
-                      "those from before a restart of the app) come from the store, one point "
-                      "per second (each figure's maximum)")
+                 help=_("The live buffer holds the last 5 minutes at 10 Hz; older minutes (and "
+                        "those from before a restart of the app) come from the store, one point "
+                        "per second (each figure's maximum)"))
 
 
 def _stored_timeline(since: float) -> pd.DataFrame:
@@ -46,6 +51,7 @@ def _stored_timeline(since: float) -> pd.DataFrame:
 
 @st.fragment(run_every=1.0 if st.session_state["live"] else None)
 def timeline() -> None:
+    language.apply()  # a fragment's rerun may run on a fresh thread
     seconds = {"2 min": 120, "5 min": 300, "1 hour": 3600}.get(scope)
     samples = res.sampler.samples()
     frame = charts.samples_frame(samples)
@@ -67,13 +73,14 @@ def timeline() -> None:
         if child is not None:
             child = child[child["wall_s"] >= start]
     pid = session.engine.pid if session.isolated else None  # type: ignore[attr-defined]
-    name = f"engine worker (pid {pid})" if pid else "engine worker (not running)"
+    name = (_("engine worker (pid {pid})").format(pid=pid) if pid
+            else _("engine worker (not running)"))
     st.plotly_chart(charts.timeline_figure(frame, markers, child=child, child_name=name,
                                            tz=browser_zone()),
                     key="timeline_chart", width="stretch")
-    st.caption(f"{len(samples):,} samples buffered at 10 Hz · markers: S synthesis, "
-               f"L load, C cleanup"
-               + (" · dashed: the engine worker process that holds this session's model"
+    st.caption(_("{count} samples buffered at 10 Hz · markers: S synthesis, L load, C "
+                 "cleanup").format(count=f"{len(samples):,}")
+               + (_(" · dashed: the engine worker process that holds this session's model")
                   if child is not None else ""))
 
 
@@ -97,44 +104,46 @@ def _growth() -> tuple[object | None, object | None, str | None]:
 growth, breakdown, latest_label = _growth()
 left, right = st.columns(2)
 with left:
-    st.subheader("Growth per synthesis")
+    st.subheader(_("Growth per synthesis"))
     if growth is not None:
         st.plotly_chart(growth, key="growth_chart", width="stretch")
-        st.caption("Bars: retained after each synthesis and its peak above the start; line: "
-                   "the level after it. A level that keeps rising is a leak; one that levels "
-                   "off is the allocator's cache.")
+        st.caption(_("Bars: retained after each synthesis and its peak above the start; "
+                     "line: the level after it. A level that keeps rising is a leak; one that "
+                     "levels off is the allocator's cache."))
     else:
-        st.caption("No synthesis yet in this session.")
+        st.caption(_("No synthesis yet in this session."))
 with right:
-    st.subheader("Latest synthesis, by part")
+    st.subheader(_("Latest synthesis, by part"))
     if breakdown is not None:
         st.plotly_chart(breakdown, key="breakdown_chart", width="stretch")
         st.caption(f"“{latest_label}”")
     else:
-        st.caption("No synthesis yet in this session.")
+        st.caption(_("No synthesis yet in this session."))
 
-st.subheader("PyTorch memory snapshot")
+st.subheader(_("PyTorch memory snapshot"))
 why_not = snapshot_unavailable()
 if why_not:
-    st.caption(f"For pytorch.org/memory_viz: {why_not}.")
+    st.caption(_("For pytorch.org/memory_viz: {reason}.").format(reason=why_not))
 else:
-    if st.button("Take a snapshot of the CUDA allocator", key="take_snapshot"):
+    if st.button(_("Take a snapshot of the CUDA allocator"), key="take_snapshot"):
         st.session_state["_memory_snapshot"] = (snapshot_filename(),
                                                 MemoryHistory().snapshot_bytes())
     if "_memory_snapshot" in st.session_state:
         name, data = st.session_state["_memory_snapshot"]
-        st.download_button(f"Download {name} (drop it on pytorch.org/memory_viz)", data,
+        st.download_button(_("Download {name} (drop it on pytorch.org/memory_viz)").format(
+                               name=name), data,
                            file_name=name, mime="application/octet-stream",
                            key="memory_snapshot")
 
-st.subheader("GPUs (NVML)")
+st.subheader(_("GPUs (NVML)"))
 if snap.gpus:
     st.dataframe(pd.DataFrame([{
-        "GPU": g.index, "name": g.name, "used": fmt_bytes(g.used_bytes),
-        "total": fmt_bytes(g.total_bytes), "this process": fmt_bytes(g.process_used_bytes),
-        "note": g.process_reason or "",
+        "GPU": g.index, _("name"): g.name, _("used"): fmt_bytes(g.used_bytes),
+        _("total"): fmt_bytes(g.total_bytes), _("this process"): fmt_bytes(g.process_used_bytes),
+        _("note"): g.process_reason or "",
     } for g in snap.gpus]), hide_index=True, width="stretch")
 else:
-    st.caption(f"No NVIDIA GPU visible: {snap.nvml_reason or 'NVML unavailable'}.")
+    st.caption(_("No NVIDIA GPU visible: {reason}.").format(
+        reason=snap.nvml_reason or _("NVML unavailable")))
 
 frame.end()

@@ -7,18 +7,22 @@ from glmtts.audio import wav_bytes
 from glmtts.errors import GlmTtsError
 from glmtts.reference_audio import ReferenceAudioError, load_reference, supported_formats
 from glmtts.request import MAX_TEXT_CHARS, SAMPLING_METHODS, SPEED_RANGE
+from monitoring.i18n import _
+from monitoring.policy.recommendation import word
 from ui import frame
 from ui.cards import memory_card
 from ui.engine_choice import engine_choice
 from ui.form_memory import KEEP
+from ui.language import speaking_now
 from ui.request_form import request_from_form
 from ui.state import tts_session
 
 frame.begin()
-st.title("🔊 Synthesize")
+st.title(_("🔊 Synthesize"))
 session = tts_session()
 blocked = engine_choice(session)
 caps = session.engine.capabilities
+# the default text stays English in every UI language: the embedded voice speaks English
 defaults = {"text": "Hello! This is the embedded voice. Watch what each synthesis costs in "
                     "memory.",
             "sample_rate": caps.native_sample_rate, "use_kv_cache": False,
@@ -28,19 +32,20 @@ for key, value in defaults.items():
 if st.session_state["sample_rate"] not in caps.sample_rates:
     st.session_state["sample_rate"] = caps.native_sample_rate
 if not caps.speech:
-    st.warning("This engine is a memory twin: its audio is not speech.")
+    st.warning(_("This engine is a memory twin: its audio is not speech."))
 
-st.text_area("Text to speak", key="text", **KEEP, height=140, max_chars=MAX_TEXT_CHARS,
-             placeholder="Type something to say…")
+st.text_area(_("Text to speak"), key="text", **KEEP, height=140, max_chars=MAX_TEXT_CHARS,
+             placeholder=_("Type something to say…"))
 left, right = st.columns(2)
 with right:
     ref_reason = caps.reason("reference_audio")
-    upload = st.file_uploader("Reference voice (prompt audio)",
+    upload = st.file_uploader(_("Reference voice (prompt audio)"),
                               type=[f.lower() for f in supported_formats()], key="ref_audio",
                               disabled=ref_reason is not None,
-                              help=ref_reason or "A 2-30 s recording of the voice to clone")
+                              help=_(ref_reason) if ref_reason
+                              else _("A 2-30 s recording of the voice to clone"))
     if ref_reason:
-        st.caption(f"Disabled: {ref_reason}.")
+        st.caption(_("Disabled: {reason}.").format(reason=_(ref_reason)))
     elif upload is not None and st.session_state.get("_ref_upload_id") != upload.file_id:
         # Saved and checked once per upload (not on every rerun); kept on disk, its path in
         # the session, so that it outlives page switches.
@@ -62,50 +67,54 @@ with right:
     if ref_reason is None and st.session_state.get("_ref_error"):
         st.error(st.session_state["_ref_error"])
     if ref_reason is None and st.session_state.get("_ref_audio_path"):
-        st.caption(f"Reference: {Path(st.session_state['_ref_audio_path']).name} · "
-                   f"{st.session_state.get('_ref_summary', '')}")
+        st.caption(_("Reference: {name} · {summary}").format(
+            name=Path(st.session_state["_ref_audio_path"]).name,
+            summary=st.session_state.get("_ref_summary", "")))
         st.audio(st.session_state["_ref_preview"], format="audio/wav")
-        st.text_input("Transcript of the reference (required)", key="ref_text", **KEEP)
+        st.text_input(_("Transcript of the reference (required)"), key="ref_text", **KEEP)
 
-with st.expander("Advanced settings"):
+with st.expander(_("Advanced settings")):
     c1, c2 = st.columns(2)
     with c1:
         rates = list(caps.sample_rates)
-        st.selectbox("Sample rate", rates, key="sample_rate", **KEEP,
-                     format_func=lambda r: f"{r:,} Hz" + (
-                         " (native)" if r == caps.native_sample_rate else ""))
+        st.selectbox(_("Sample rate"), rates, key="sample_rate", **KEEP,
+                     format_func=speaking_now(lambda r: f"{r:,} Hz" + (
+                         _(" (native)") if r == caps.native_sample_rate else "")))
         kv_reason = caps.reason("use_kv_cache")
-        st.toggle("KV cache (prompt history)", key="use_kv_cache", **KEEP,
-                  disabled=kv_reason is not None, help=kv_reason)
+        st.toggle(_("KV cache (prompt history)"), key="use_kv_cache", **KEEP,
+                  disabled=kv_reason is not None, help=kv_reason and _(kv_reason))
         if kv_reason:
-            st.caption(f"Disabled: {kv_reason}.")
-        st.slider("Speed", SPEED_RANGE[0], SPEED_RANGE[1], step=0.05, key="speed", **KEEP,
+            st.caption(_("Disabled: {reason}.").format(reason=_(kv_reason)))
+        st.slider(_("Speed"), SPEED_RANGE[0], SPEED_RANGE[1], step=0.05, key="speed", **KEEP,
                   disabled=caps.reason("speed") is not None)
     with c2:
-        st.checkbox("Fixed seed", key="fixed_seed", **KEEP,
-                    help="Same seed, same text, same settings: the same audio")
-        st.number_input("Seed", 0, 2**31 - 1, key="seed", **KEEP,
+        st.checkbox(_("Fixed seed"), key="fixed_seed", **KEEP,
+                    help=_("Same seed, same text, same settings: the same audio"))
+        st.number_input(_("Seed"), 0, 2**31 - 1, key="seed", **KEEP,
                         disabled=not st.session_state.get("fixed_seed", True))
         sm_reason = caps.reason("sampling_method")
-        st.radio("Sampling method", SAMPLING_METHODS, key="sampling_method", **KEEP,
-                 horizontal=True, disabled=sm_reason is not None, help=sm_reason)
+        st.radio(_("Sampling method"), SAMPLING_METHODS, key="sampling_method", **KEEP,
+                 horizontal=True, disabled=sm_reason is not None,
+                 help=sm_reason and _(sm_reason))
         if sm_reason:
-            st.caption(f"Disabled: {sm_reason}.")
+            st.caption(_("Disabled: {reason}.").format(reason=_(sm_reason)))
 
-if st.button("Synthesize", key="synthesize", type="primary",
+if st.button(_("Synthesize"), key="synthesize", type="primary",
              disabled=blocked is not None):
     try:
         request = request_from_form(session)  # the sidebar advised on this same request
-        with st.spinner("Synthesizing…" if session.loaded else "Loading the model, then "
-                                                                "synthesizing…"):
+        with st.spinner(_("Synthesizing…") if session.loaded
+                        else _("Loading the model, then synthesizing…")):
             outcome = session.synthesize(request)
         st.session_state["_last_audio"] = wav_bytes(outcome.result.audio,
                                                     outcome.result.sample_rate)
         if outcome.auto_cleanup is not None:
             done = outcome.auto_cleanup
-            st.info(f"Auto policy ran a {done.level} cleanup first "
-                    f"({outcome.recommendation.summary if outcome.recommendation else ''}); "
-                    f"it took {done.duration_s:.2f} s.", icon="🧭")
+            st.info(_("Auto policy ran a {level} cleanup first ({summary}); it took "
+                      "{seconds} s.").format(
+                level=word(done.level), seconds=f"{done.duration_s:.2f}",
+                summary=outcome.recommendation.summary if outcome.recommendation else ""),
+                icon="🧭")
         if outcome.recovery:
             st.warning(outcome.recovery, icon="♻️")
         for note in request.notes:
@@ -116,13 +125,15 @@ if st.button("Synthesize", key="synthesize", type="primary",
 outcome = session.last
 if outcome is not None and "_last_audio" in st.session_state:
     st.audio(st.session_state["_last_audio"], format="audio/wav")
-    st.download_button("Download WAV", st.session_state["_last_audio"],
+    st.download_button(_("Download WAV"), st.session_state["_last_audio"],
                        file_name=f"tts-{outcome.record.event_id[:8]}.wav", mime="audio/wav",
                        key="download")
     meta = outcome.result.metadata
-    st.caption(f"{outcome.result.duration_s:.2f} s at {outcome.result.sample_rate:,} Hz · "
-               f"seed {meta.get('seed')} · {meta.get('sentences')} sentence(s) · "
-               f"{meta.get('device')}")
+    st.caption(_("{seconds} s at {rate} Hz · seed {seed} · {sentences} sentence(s) · "
+                 "{device}").format(seconds=f"{outcome.result.duration_s:.2f}",
+                                    rate=f"{outcome.result.sample_rate:,}",
+                                    seed=meta.get("seed"), sentences=meta.get("sentences"),
+                                    device=meta.get("device")))
     memory_card(outcome)
 
 frame.end()

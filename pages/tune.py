@@ -16,13 +16,17 @@ from glmtts.sweep import (
     run_sweep,
     sweep_figures,
 )
+from monitoring.i18n import N_, _, ngettext
 from ui import frame
 from ui.form_memory import KEEP
 from ui.format import fmt_bytes, fmt_seconds
+from ui.language import speaking_now
 from ui.state import app_resources
 
 RATES = [24000, 32000]
 SWITCH = {"off": False, "on": True}
+SWITCH_WORDS = {"off": N_("off"), "on": N_("on")}
+DEVICE_WORDS = {"cpu": "cpu", "auto": N_("auto"), "cuda": "cuda"}
 
 def _seconds_per_char(engine_name: str) -> float | None:
     """Median wall seconds per character of this engine's stored syntheses (None: none)."""
@@ -37,9 +41,10 @@ def _seconds_per_char(engine_name: str) -> float | None:
 
 
 frame.begin()
-st.title("🎛️ Tune")
-st.caption("Sweep GLM-TTS's KV-cache switch, the sample rate and the text length; every point "
-           "is a measured synthesis. See which configurations fit your memory, best first.")
+st.title(_("🎛️ Tune"))
+st.caption(_("Sweep GLM-TTS's KV-cache switch, the sample rate and the text length; every "
+             "point is a measured synthesis. See which configurations fit your memory, best "
+             "first."))
 status = engine_status()
 defaults = {"tune_engine": "twin" if "twin" in status else engine_names()[0],
             "tune_scale": CPU_SCALE, "tune_dtypes": ["fp32"], "tune_attention": ["on"],
@@ -49,28 +54,32 @@ for key, value in defaults.items():
     st.session_state.setdefault(key, value)
 
 left, right = st.columns([1, 2])
-engine = left.selectbox("Engine", engine_names(), key="tune_engine", **KEEP,
-                        format_func=lambda n: n if status[n] is None else f"{n} (unavailable)")
-left.selectbox("Device", ["cpu", "auto", "cuda"], key="tune_device", **KEEP,
-               help="auto: the GPU where there is one")
-left.number_input("Memory budget (GiB)", 0.1, 1024.0, step=0.5, key="tune_budget", **KEEP)
+engine = left.selectbox(_("Engine"), engine_names(), key="tune_engine", **KEEP,
+                        format_func=speaking_now(lambda n: n if status[n] is None
+                        else _("{engine} (unavailable)").format(engine=n)))
+left.selectbox(_("Device"), ["cpu", "auto", "cuda"], key="tune_device", **KEEP,
+               format_func=speaking_now(lambda d: _(DEVICE_WORDS[d])),
+               help=_("auto: the GPU where there is one"))
+left.number_input(_("Memory budget (GiB)"), 0.1, 1024.0, step=0.5, key="tune_budget", **KEEP)
 if engine == "twin":
-    right.info("The twin has GLM-TTS's layer shapes with random weights, driven to realistic "
-               "lengths: its memory behaves like GLM-TTS's, but **its audio is not speech**. "
-               "Two different things are called KV cache: the *KV switch* is GLM-TTS's "
-               "prompt-history cache (earlier segments prompt later ones: longer prompts, more "
-               "memory); the *attention cache* is the transformer's own key/value cache (off: "
-               "every step recomputes the whole sequence).", icon="ℹ️")
+    right.info(_("The twin has GLM-TTS's layer shapes with random weights, driven to "
+                 "realistic lengths: its memory behaves like GLM-TTS's, but **its audio is not "
+                 "speech**. Two different things are called KV cache: the *KV switch* is "
+                 "GLM-TTS's prompt-history cache (earlier segments prompt later ones: longer "
+                 "prompts, more memory); the *attention cache* is the transformer's own "
+                 "key/value cache (off: every step recomputes the whole sequence)."), icon="ℹ️")
     c1, c2, c3 = right.columns(3)
-    c1.number_input("Scale", 0.01, 1.0, step=0.01, key="tune_scale", **KEEP,
-                    help="1.0 is GLM-TTS's size (~8 GiB in fp32); small scales run on a CPU")
-    c2.multiselect("Dtype", ["fp32", "bf16"], key="tune_dtypes", **KEEP)
-    c3.multiselect("Attention cache", list(SWITCH), key="tune_attention", **KEEP)
+    c1.number_input(_("Scale"), 0.01, 1.0, step=0.01, key="tune_scale", **KEEP,
+                    help=_("1.0 is GLM-TTS's size (~8 GiB in fp32); small scales run on a CPU"))
+    c2.multiselect(_("Dtype"), ["fp32", "bf16"], key="tune_dtypes", **KEEP)
+    c3.multiselect(_("Attention cache"), list(SWITCH), key="tune_attention", **KEEP,
+                   format_func=speaking_now(lambda v: _(SWITCH_WORDS[v])))
 c1, c2 = st.columns(2)
-c1.multiselect("Sample rates", RATES, key="tune_rates", **KEEP,
+c1.multiselect(_("Sample rates"), RATES, key="tune_rates", **KEEP,
                format_func=lambda r: f"{r / 1000:g} kHz")
-c2.multiselect("KV switch (prompt history)", list(SWITCH), key="tune_kv", **KEEP)
-st.text_area("Texts, one per line (their lengths are the x axis)", key="tune_texts", **KEEP,
+c2.multiselect(_("KV switch (prompt history)"), list(SWITCH), key="tune_kv", **KEEP,
+               format_func=speaking_now(lambda v: _(SWITCH_WORDS[v])))
+st.text_area(_("Texts, one per line (their lengths are the x axis)"), key="tune_texts", **KEEP,
              height=120)
 
 twin = engine == "twin"
@@ -88,7 +97,8 @@ spec = SweepSpec(
 budget = int(float(st.session_state["tune_budget"]) * GIB)
 points: list = []
 if status[engine] is not None:
-    st.warning(f"{engine} cannot run here: {status[engine]}")
+    st.warning(_("{engine} cannot run here: {reason}").format(engine=engine,
+                                                               reason=status[engine]))
 else:
     try:
         points, notes = plan_sweep(spec)
@@ -96,17 +106,18 @@ else:
             st.caption(f"• {note}")
         estimate = _seconds_per_char(engine)
         total_chars = sum(len(p.text) for p in points)
-        st.caption(f"{len(points)} point(s) to run" + (
-            f", about {fmt_seconds(estimate * total_chars)} (from this engine's earlier "
-            f"syntheses here, model loads not counted)." if estimate else
-            ": no earlier synthesis of this engine here to estimate the time from; the bar "
-            "shows an estimate once the first points have run."))
+        st.caption(ngettext("{count} point(s) to run", "{count} point(s) to run",
+                            len(points)).format(count=len(points)) + (
+            _(", about {time} (from this engine's earlier syntheses here, model loads not "
+              "counted).").format(time=fmt_seconds(estimate * total_chars)) if estimate else
+            _(": no earlier synthesis of this engine here to estimate the time from; the bar "
+              "shows an estimate once the first points have run.")))
     except GlmTtsError as exc:
         st.error(str(exc))
 
-if st.button("Run sweep", key="tune_run", type="primary", disabled=not points):
-    bar = st.progress(0.0, text="Loading the model and warming it up (one short synthesis per "
-                                "rate, not reported)…")
+if st.button(_("Run sweep"), key="tune_run", type="primary", disabled=not points):
+    bar = st.progress(0.0, text=_("Loading the model and warming it up (one short synthesis "
+                                  "per rate, not reported)…"))
     started = time.monotonic()
     chars_done = 0
 
@@ -114,15 +125,17 @@ if st.button("Run sweep", key="tune_run", type="primary", disabled=not points):
         global chars_done
         elapsed = time.monotonic() - started
         if point is None:
-            bar.progress(1.0, text=f"Done in {fmt_seconds(elapsed)}.")
+            bar.progress(1.0, text=_("Done in {time}.").format(time=fmt_seconds(elapsed)))
             return
         left_chars = sum(len(p.text) for p in points[done:])
-        eta = (f" · about {fmt_seconds(elapsed / chars_done * left_chars)} left"
-               if chars_done else "")
-        bar.progress(done / total if total else 1.0, text=(
-            f"{done + 1}/{total}: {len(point.text)} characters, "
-            f"{point.sample_rate or 'native'} Hz, KV {'on' if point.use_kv_cache else 'off'} · "
-            f"{fmt_seconds(elapsed)} elapsed{eta}"))
+        eta = (_(" · about {time} left").format(
+            time=fmt_seconds(elapsed / chars_done * left_chars)) if chars_done else "")
+        bar.progress(done / total if total else 1.0, text=_(
+            "{number}/{total}: {chars} characters, {rate} Hz, KV {kv} · {time} elapsed{eta}"
+        ).format(number=done + 1, total=total, chars=len(point.text),
+                 rate=point.sample_rate or _("native"),
+                 kv=_("on") if point.use_kv_cache else _("off"),
+                 time=fmt_seconds(elapsed), eta=eta))
         chars_done += len(point.text)
 
     resources = app_resources()
@@ -140,23 +153,24 @@ if result is not None and len(result.frame):
         st.caption(f"• {note}")
     ranked = rank_configurations(data, budget)
     fits = ranked[ranked["fits"]]
-    st.subheader(f"Configurations that fit in {fmt_bytes(budget)}, best first")
+    st.subheader(_("Configurations that fit in {size}, best first").format(
+        size=fmt_bytes(budget)))
     if fits.empty:
-        st.warning("None of the configurations fits in this budget.")
+        st.warning(_("None of the configurations fits in this budget."))
     else:
         st.dataframe(pd.DataFrame({
-            "configuration": fits["configuration"],
-            "needs": fits["need_bytes"].map(fmt_bytes),
-            "from": fits["need_source"],
-            "predicted": fits["predicted_bytes"].map(fmt_bytes),
-            "mean latency": fits["latency_s"].map(fmt_seconds),
+            _("configuration"): fits["configuration"],
+            _("needs"): fits["need_bytes"].map(fmt_bytes),
+            _("from"): fits["need_source"],
+            _("predicted"): fits["predicted_bytes"].map(fmt_bytes),
+            _("mean latency"): fits["latency_s"].map(fmt_seconds),
         }), hide_index=True, key="tune_fits")
-    st.caption("Needs: the largest peak over the texts, above the memory in use before the "
-               "model was loaded (weights included). On a GPU: torch's reserved pool; on the "
-               "CPU: host RSS.")
+    st.caption(_("Needs: the largest peak over the texts, above the memory in use before the "
+                 "model was loaded (weights included). On a GPU: torch's reserved pool; on the "
+                 "CPU: host RSS."))
     for name, figure in sweep_figures(data).items():
         st.plotly_chart(figure, key=f"tune_chart_{name}")
-    st.download_button("Download CSV", data.to_csv(index=False).encode(),
+    st.download_button(_("Download CSV"), data.to_csv(index=False).encode(),
                        file_name="sweep.csv", mime="text/csv", key="tune_download")
 
 frame.end()

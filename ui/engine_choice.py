@@ -14,24 +14,27 @@ from glmtts.errors import GlmTtsError
 from glmtts.session import SynthesisSession
 from glmtts.worker.client import default_python, interpreter_problem
 from glmtts.worker.engine import isolated_by_default
+from monitoring.i18n import _
 from ui.form_memory import KEEP
+from ui.language import speaking_now
 
 
 def _piper_options() -> tuple[dict[str, Any], str | None]:
     path = st.text_input(
-        "Voice", key="voice_path", **KEEP, placeholder="en_US-joe-medium (embedded)",
-        help="Leave empty for the embedded voice, or give the path of another Piper .onnx "
-             "voice (its .onnx.json beside it)").strip()
+        _("Voice"), key="voice_path", **KEEP, placeholder=_("en_US-joe-medium (embedded)"),
+        help=_("Leave empty for the embedded voice, or give the path of another Piper .onnx "
+               "voice (its .onnx.json beside it)")).strip()
     return ({"voice": path} if path else {}), None
 
 
 def _glm_tts_options() -> tuple[dict[str, Any], str | None]:
     st.session_state.setdefault("glmtts_home", os.environ.get("GLMTTS_HOME", ""))
-    home = st.text_input("GLM-TTS checkout folder", key="glmtts_home", **KEEP,
-                         help="Your clone of zai-org/GLM-TTS with its weights in ckpt/ "
-                              "(default: $GLMTTS_HOME)").strip()
-    phoneme = st.checkbox("Phoneme mode", key="use_phoneme", **KEEP,
-                          help="upstream's use_phoneme: text front-end with grapheme-to-phoneme")
+    home = st.text_input(_("GLM-TTS checkout folder"), key="glmtts_home", **KEEP,
+                         help=_("Your clone of zai-org/GLM-TTS with its weights in ckpt/ "
+                                "(default: $GLMTTS_HOME)")).strip()
+    phoneme = st.checkbox(_("Phoneme mode"), key="use_phoneme", **KEEP,
+                          help=_("upstream's use_phoneme: text front-end with "
+                                 "grapheme-to-phoneme"))
     options = {"home": home or None, "use_phoneme": bool(phoneme)}
     if not _isolated("glm-tts"):
         cls = engine_class("glm-tts")
@@ -56,10 +59,10 @@ def _worker_options(engine: str) -> tuple[bool, str | None, str | None]:
     key = f"isolate_{engine}"
     st.session_state.setdefault(key, isolated_by_default(engine))
     isolate = st.toggle(
-        "Run in a worker process", key=key, **KEEP,
-        help="The engine runs in a child process of its own (for GLM-TTS: upstream's own "
-             "Python environment). A restart cleanup then frees everything it held, the CUDA "
-             "context included.")
+        _("Run in a worker process"), key=key, **KEEP,
+        help=_("The engine runs in a child process of its own (for GLM-TTS: upstream's own "
+               "Python environment). A restart cleanup then frees everything it held, the CUDA "
+               "context included."))
     if not isolate:
         return False, None, None
     key = f"python_{engine}"
@@ -69,9 +72,10 @@ def _worker_options(engine: str) -> tuple[bool, str | None, str | None]:
     else:  # the app's own interpreter has what the other engines need
         st.session_state.setdefault(key, sys.executable)
     python = st.text_input(
-        "Worker interpreter" + (" (GLMTTS_PYTHON)" if engine == "glm-tts" else ""), key=key, **KEEP,
-        help="The Python that runs the worker: for GLM-TTS, the one of the environment "
-             "where upstream's requirements are installed (e.g. ~/GLM-TTS/.venv/bin/python)"
+        _("Worker interpreter") + (" (GLMTTS_PYTHON)" if engine == "glm-tts" else ""), key=key,
+        **KEEP,
+        help=_("The Python that runs the worker: for GLM-TTS, the one of the environment "
+               "where upstream's requirements are installed (e.g. ~/GLM-TTS/.venv/bin/python)")
     ).strip()
     return True, python or None, interpreter_problem(python) if python else None
 
@@ -88,12 +92,14 @@ def _worker_status(session: SynthesisSession, where: st.delta_generator.DeltaGen
         except GlmTtsError as exc:
             where.error(str(exc))
             return str(exc)
-    cuda = (f"CUDA {env.get('cuda_version')}, {env.get('cuda_devices')} GPU(s)"
-            if env.get("cuda_available") else "no CUDA")
+    cuda = (_("CUDA {version}, {count} GPU(s)").format(version=env.get("cuda_version"),
+                                                        count=env.get("cuda_devices"))
+            if env.get("cuda_available") else _("no CUDA"))
     pid = getattr(engine, "pid", None)
-    state = f"worker pid {pid}" if pid else "worker not running (starts when needed)"
-    where.caption(f"{state.capitalize()}: Python {env.get('python')}, torch "
-                  f"{env.get('torch')}, {cuda}")
+    state = (_("Worker pid {pid}").format(pid=pid) if pid
+             else _("Worker not running (starts when needed)"))
+    where.caption(_("{state}: Python {python}, torch {torch}, {cuda}").format(
+        state=state, python=env.get("python"), torch=env.get("torch"), cuda=cuda))
     return None
 
 
@@ -107,8 +113,9 @@ def engine_choice(session: SynthesisSession) -> str | None:
     st.session_state.setdefault("engine", session.engine_name)
     left, right = st.columns([1, 2])
     engine = left.selectbox(
-        "Engine", engine_names(), key="engine", **KEEP,
-        format_func=lambda n: n if status[n] is None else f"{n} (unavailable)")
+        _("Engine"), engine_names(), key="engine", **KEEP,
+        format_func=speaking_now(lambda n: n if status[n] is None
+                                 else _("{engine} (unavailable)").format(engine=n)))
     with right:
         options, reason = _OPTIONS.get(engine, _no_options)()
         isolate, python, python_problem = _worker_options(engine)
@@ -116,7 +123,8 @@ def engine_choice(session: SynthesisSession) -> str | None:
         reason = reason or status[engine]
     reason = reason or python_problem
     if reason is not None:
-        right.warning(f"{engine} cannot run here: {reason}")
+        right.warning(_("{engine} cannot run here: {reason}").format(engine=engine,
+                                                                      reason=reason))
         return reason
     if (engine != session.engine_name or options != session.engine_options
             or isolate != session.isolated or (isolate and python != session.python)):

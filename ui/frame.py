@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from ui import form_memory
+from ui import form_memory, language
 from ui.sidebar import render_sidebar
 
 
 def begin() -> None:
-    """A reloaded tab gets back what it had typed and chosen (:mod:`ui.form_memory`)."""
+    """A reloaded tab gets back what it had typed and chosen (:mod:`ui.form_memory`); the run
+    speaks the chosen language (:mod:`ui.language`)."""
     form_memory.restore()
+    language.apply()
 
 
 def end() -> None:

@@ -8,19 +8,25 @@ import math
 import pandas as pd
 
 from monitoring.charts import wall_times, zone_name
+from monitoring.i18n import N_, _
 from monitoring.units import fmt_bytes, fmt_seconds
 
 #: Stored column -> (header, kind of value).
 COLUMNS: dict[str, tuple[str, str]] = {
-    "kind": ("Kind", "text"),
-    "label": ("What", "text"),
-    "duration_s": ("Took", "seconds"),
-    "ok": ("OK", "flag"),
-    "error_type": ("Error", "text"),
-    "host_rss_change": ("Host RSS change", "signed bytes"),
-    "host_rss_peak_above": ("Host RSS peak above start", "signed bytes"),
-    "torch_reserved_after_bytes": ("torch reserved after", "bytes"),
-    "nvml_process_after_bytes": ("GPU used by the process after (NVML)", "bytes"),
+    "kind": (N_("Kind"), "kind"),
+    "label": (N_("What"), "text"),
+    "duration_s": (N_("Took"), "seconds"),
+    "ok": (N_("OK"), "flag"),
+    "error_type": (N_("Error"), "text"),
+    "host_rss_change": (N_("Host RSS change"), "signed bytes"),
+    "host_rss_peak_above": (N_("Host RSS peak above start"), "signed bytes"),
+    "torch_reserved_after_bytes": (N_("torch reserved after"), "bytes"),
+    "nvml_process_after_bytes": (N_("GPU used by the process after (NVML)"), "bytes"),
+}
+#: The event kinds as the table names them (:data:`monitoring.records.EVENT_KINDS`).
+KIND_WORDS = {
+    "synthesis": N_("synthesis"), "load": N_("load"), "cleanup": N_("cleanup"),
+    "recommendation": N_("recommendation"), "error": N_("error"),
 }
 
 
@@ -38,18 +44,20 @@ def _cell(value: object, kind: str) -> str:
     if kind == "signed bytes":
         return fmt_bytes(float(value), signed=True)
     if kind == "flag":
-        return "yes" if bool(value) else "no"
+        return _("yes") if bool(value) else _("no")
+    if kind == "kind":
+        return _(KIND_WORDS.get(str(value), str(value)))
     return str(value)
 
 
 def time_header(tz: str | None) -> str:
-    return f"Time ({zone_name(tz)})"
+    return _("Time ({zone})").format(zone=zone_name(tz))
 
 
 def readable_events(events: pd.DataFrame, tz: str | None) -> pd.DataFrame:
     """``events`` (the store's rows) as the page shows them, newest first."""
     header = time_header(tz)
-    columns = [header, *(h for h, _ in COLUMNS.values())]
+    columns = [header, *(_(h) for h, _kind in COLUMNS.values())]
     if not len(events):
         return pd.DataFrame(columns=columns)
     frame = events.copy()
@@ -63,7 +71,7 @@ def readable_events(events: pd.DataFrame, tz: str | None) -> pd.DataFrame:
     for column, (title, kind) in COLUMNS.items():
         values = frame[column] if column in frame else pd.Series([None] * len(frame),
                                                                  index=frame.index)
-        out[title] = [_cell(v, kind) for v in values]
+        out[_(title)] = [_cell(v, kind) for v in values]
     return out.iloc[::-1].reset_index(drop=True)
 
 

@@ -15,6 +15,13 @@ KNOBS = ("voice", "reference_audio", "sample_rate", "use_kv_cache", "seed", "sam
          "speed")
 
 
+
+def N_(message: str) -> str:
+    """Mark an engine's sentence for the app's message catalog (engines import no monitoring;
+    the UI and the policy translate it where they show it, see :mod:`monitoring.i18n`)."""
+    return message
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What an engine does with a request.
@@ -47,7 +54,7 @@ class Capabilities:
         """Why ``knob`` is ignored, or None when it is honoured."""
         if knob in self.honours:
             return None
-        return self.reasons.get(knob, "this engine ignores it")
+        return self.reasons.get(knob, N_("this engine ignores it"))
 
     def to_dict(self) -> dict[str, Any]:
         """As JSON values (an engine worker sends its engine's capabilities this way)."""

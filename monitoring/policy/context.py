@@ -8,6 +8,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from monitoring.i18n import _
 from monitoring.policy.history import (
     HistoryEvent,
     _is_loaded,
@@ -66,11 +67,12 @@ class _Context:
     @property
     def figure(self) -> str:
         """The figure whose retained level tells leaks: live tensors on GPU, RSS on CPU."""
-        return "torch allocated memory" if self.domain == "gpu" else "host RSS"
+        return _("torch allocated memory") if self.domain == "gpu" else _("host RSS")
 
     def cost_text(self) -> str:
         cost = self.reload_cost
-        return "an unmeasured reload" if cost is None else f"~{fmt_seconds(cost)} to reload"
+        return (_("an unmeasured reload") if cost is None
+                else _("~{time} to reload").format(time=fmt_seconds(cost)))
 
 
 def _headroom(snapshot: Snapshot, domain: str) -> tuple[int | None, int | None]:

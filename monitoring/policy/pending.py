@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from monitoring.i18n import _
+
 
 def _hashable(value: Any) -> bool:
     try:
@@ -67,5 +69,5 @@ def lighter_words(pending: PendingRequest,
                   lighter: tuple[tuple[str, Any, Any, str], ...]) -> str | None:
     """How to say the lighter configuration as advice ("turn the cache off"), or None."""
     features = pending.feature_map()
-    words = [w for name, heavy, _, w in lighter if features.get(name) == heavy]
-    return " and ".join(words) if words else None
+    words = [_(w) for name, heavy, _light, w in lighter if features.get(name) == heavy]
+    return _(" and ").join(words) if words else None

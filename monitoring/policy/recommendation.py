@@ -5,9 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from monitoring.i18n import N_, _
 from monitoring.policy.pending import PendingRequest
 from monitoring.policy.prediction import PeakPrediction
 from monitoring.policy.settings import MODES
+
+#: Actions and urgencies as sentences name them (translated where shown).
+WORDS = {"none": N_("none"), "light": N_("light"), "full": N_("full"),
+         "restart": N_("restart"), "info": N_("info"), "advised": N_("advised"),
+         "required": N_("required")}
+
+
+def word(value: str) -> str:
+    """An action or urgency in the current language."""
+    return _(WORDS.get(value, value))
 
 
 @dataclass(frozen=True)
@@ -88,12 +99,15 @@ class Recommendation:
     def summary(self) -> str:
         """One line: the verdict and the first reason."""
         if self.action == "none":
-            head = "no cleanup needed" if self.urgency == "info" else "no cleanup helps"
+            head = _("no cleanup needed") if self.urgency == "info" else _("no cleanup helps")
         elif self.urgency == "info":
-            head = f"optional {self.action} cleanup"
+            head = _("optional {action} cleanup").format(action=word(self.action))
+        elif self.urgency == "required":
+            head = _("{action} cleanup required").format(action=word(self.action))
         else:
-            head = f"{self.action} cleanup {self.urgency}"
-        return f"{head}: {self.reasons[0].text}" if self.reasons else head
+            head = _("{action} cleanup advised").format(action=word(self.action))
+        return (_("{head}: {reason}").format(head=head, reason=self.reasons[0].text)
+                if self.reasons else head)
 
     def to_features(self) -> dict[str, Any]:
         """JSON-ready figures, e.g. for ``store.log_event("recommendation", features=...)``."""

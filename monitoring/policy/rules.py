@@ -6,11 +6,12 @@ import dataclasses
 import itertools
 import statistics
 
+from monitoring.i18n import _, ngettext
 from monitoring.policy.context import _Context, _Room, _room, _series
 from monitoring.policy.history import HistoryEvent
 from monitoring.policy.pending import lighter_request, lighter_words
 from monitoring.policy.prediction import PeakPrediction, predict_peak
-from monitoring.policy.recommendation import Reason, Recommendation
+from monitoring.policy.recommendation import Reason, Recommendation, word
 from monitoring.policy.settings import ACTIONS, URGENCIES
 from monitoring.units import fmt_bytes
 
@@ -33,17 +34,19 @@ def _rule_switch(ctx: _Context) -> list[Reason]:
             continue
         if action == "restart" and not ctx.settings.restart_available:
             action = "full"
-        what = f"{name} changes {old} → {new} since the last synthesis: {why}"
+        what = _("{name} changes {old} → {new} since the last synthesis: {why}").format(
+            name=name, old=old, new=new, why=_(why))
         if action == "none":
-            reasons.append(Reason("switch", "none", "info", f"{what}; nothing to clean."))
+            reasons.append(Reason("switch", "none", "info",
+                                  _("{what}; nothing to clean.").format(what=what)))
         elif action == "light":
-            reasons.append(Reason("switch", "light", "advised",
-                                  f"{what}. A light cleanup returns what the old one cached."))
+            reasons.append(Reason("switch", "light", "advised", _(
+                "{what}. A light cleanup returns what the old one cached.").format(what=what)))
         else:
-            cost = ctx.cost_text() if action == "full" else "the worker restarts and reloads"
-            reasons.append(Reason("switch", action, "required",
-                                  f"{what}. Reset the engine's state with a {action} cleanup "
-                                  f"({cost})."))
+            cost = ctx.cost_text() if action == "full" else _("the worker restarts and reloads")
+            reasons.append(Reason("switch", action, "required", _(
+                "{what}. Reset the engine's state with a {action} cleanup ({cost}).").format(
+                    what=what, action=word(action), cost=cost)))
     return reasons
 
 
@@ -69,10 +72,11 @@ def _rule_restart(ctx: _Context) -> list[Reason]:
         if slope >= ctx.settings.leak_slope_bytes and rising >= ctx.settings.leak_rising_fraction:
             reasons.append(Reason(
                 "restart.non_torch", "restart", "advised",
-                f"GPU memory outside PyTorch's allocator (NVML process minus torch reserved: "
-                f"CUDA context, ONNX Runtime, cuDNN workspaces) rose {fmt_bytes(slope)} per "
-                f"synthesis over the last {len(steps)}, to {fmt_bytes(levels[-1])}; no cleanup "
-                f"inside the process frees it: restart the worker."))
+                _("GPU memory outside PyTorch's allocator (NVML process minus torch reserved: "
+                  "CUDA context, ONNX Runtime, cuDNN workspaces) rose {rate} per synthesis over "
+                  "the last {count}, to {level}; no cleanup inside the process frees it: restart "
+                  "the worker.").format(rate=fmt_bytes(slope), count=len(steps),
+                                        level=fmt_bytes(levels[-1]))))
     kinds = [(e.kind, e.oom, e.features.get("level")) for e in ctx.history
              if e.kind in ("synthesis", "cleanup")][-3:]
     if (len(kinds) == 3 and kinds[0][:2] == ("synthesis", True)
@@ -80,9 +84,9 @@ def _rule_restart(ctx: _Context) -> list[Reason]:
             and kinds[2][:2] == ("synthesis", True)):
         reasons.append(Reason(
             "restart.oom", "restart", "advised",
-            "the last synthesis ran out of memory again after a full cleanup: what is left "
-            "is held outside the model (CUDA context, other libraries); a restart of the "
-            "worker frees all of it."))
+            _("the last synthesis ran out of memory again after a full cleanup: what is left "
+              "is held outside the model (CUDA context, other libraries); a restart of the "
+              "worker frees all of it.")))
     return reasons
 
 
@@ -91,34 +95,38 @@ def _rule_headroom(ctx: _Context) -> list[Reason]:
     if ctx.pending is None:
         return []
     pred, room = ctx.prediction, ctx.room
-    where = "on the GPU" if ctx.domain == "gpu" else "in RAM"
+    where = _("on the GPU") if ctx.domain == "gpu" else _("in RAM")
     if pred is None:
-        return [Reason("headroom.unknown", "none", "info",
-                       f"no earlier synthesis of {ctx.pending.engine} on record: its peak cannot "
-                       f"be predicted yet (this one will measure it).")]
+        return [Reason("headroom.unknown", "none", "info", _(
+            "no earlier synthesis of {engine} on record: its peak cannot be predicted yet "
+            "(this one will measure it).").format(engine=ctx.pending.engine))]
     peak = _peak_text(ctx, pred)
     if room is None:
-        return [Reason("headroom.unknown", "none", "info",
-                       f"{peak}; free memory {where} is unknown, so whether it fits cannot "
-                       f"be told.")]
+        return [Reason("headroom.unknown", "none", "info", _(
+            "{peak}; free memory {where} is unknown, so whether it fits cannot be told.").format(
+                peak=peak, where=where))]
     if room.need_now <= room.free_now:
-        return [Reason("headroom.fits", "none", "info", f"{peak}. {_takes(ctx, room)}.")]
+        return [Reason("headroom.fits", "none", "info", _("{peak}. {takes}.").format(
+            peak=peak, takes=_takes(ctx, room)))]
     beyond = ""
     if ctx.domain == "gpu" and ctx.reusable and ctx.settings.reuses_cache:
-        beyond = f" beyond the {fmt_bytes(ctx.reusable)} this process has cached"
-    short = (f"{peak}; it needs {fmt_bytes(room.need_now)}{beyond}, but only "
-             f"{fmt_bytes(room.free_now)} is free {where}")
+        beyond = _(" beyond the {size} this process has cached").format(
+            size=fmt_bytes(ctx.reusable))
+    short = _("{peak}; it needs {need}{beyond}, but only {free} is free {where}").format(
+        peak=peak, need=fmt_bytes(room.need_now), beyond=beyond,
+        free=fmt_bytes(room.free_now), where=where)
     if room.need_light is not None and room.free_light is not None and (
             room.need_light <= room.free_light):
-        return [Reason("headroom.light", "light", "required",
-                       f"{short}; a light cleanup returns {fmt_bytes(ctx.light_frees or 0)} of "
-                       f"cached memory, enough: light cleanup required.")]
+        return [Reason("headroom.light", "light", "required", _(
+            "{short}; a light cleanup returns {size} of cached memory, enough: light cleanup "
+            "required.").format(short=short, size=fmt_bytes(ctx.light_frees or 0)))]
     if room.need_full is not None and room.free_full is not None and (
             room.need_full <= room.free_full):
-        return [Reason("headroom.full", "full", "required",
-                       f"{short}; after a full cleanup and reload it would have "
-                       f"{fmt_bytes(room.free_full - (ctx.weights or 0))}, enough: full "
-                       f"cleanup required ({ctx.cost_text()}).")]
+        return [Reason("headroom.full", "full", "required", _(
+            "{short}; after a full cleanup and reload it would have {size}, enough: full "
+            "cleanup required ({cost}).").format(
+                short=short, size=fmt_bytes(room.free_full - (ctx.weights or 0)),
+                cost=ctx.cost_text()))]
     return [Reason("headroom.impossible", "none", "required", _impossible_text(ctx, pred))]
 
 
@@ -126,54 +134,63 @@ def _takes(ctx: _Context, room: _Room) -> str:
     """What the request takes from free memory, and why that differs from the peak, as a
     clause: the upper bound plus the safety margin, plus a reload of the weights, less what the
     process already holds unused and will reuse (the allocator's cache, glibc's freed pool)."""
-    where = "on the GPU" if ctx.domain == "gpu" else "in RAM"
+    where = _("on the GPU") if ctx.domain == "gpu" else _("in RAM")
     reload = (ctx.weights or 0) if ctx.domain == "gpu" and not ctx.loaded else 0
     reused = max(0, room.demand + reload - room.need_now)
-    parts = [f"the upper bound plus the {ctx.settings.safety_margin:.0%} safety margin, "
-             f"{fmt_bytes(room.demand)}"]
+    parts = [_("the upper bound plus the {margin} safety margin, {size}").format(
+        margin=f"{ctx.settings.safety_margin:.0%}", size=fmt_bytes(room.demand))]
     if reload:
-        parts.append(f"plus {fmt_bytes(reload)} to load the weights")
+        parts.append(_("plus {size} to load the weights").format(size=fmt_bytes(reload)))
     if reused:
-        parts.append(f"less {fmt_bytes(reused)} this process already holds unused and reuses")
+        parts.append(_("less {size} this process already holds unused and reuses").format(
+            size=fmt_bytes(reused)))
     if room.need_now > 0:
-        return (f"It takes {fmt_bytes(room.need_now)} of the {fmt_bytes(room.free_now)} free "
-                f"{where} ({'; '.join(parts)}), so it fits")
-    return (f"It fits in memory this process already holds unused ({'; '.join(parts)}), "
-            f"leaving the {fmt_bytes(room.free_now)} free {where} untouched")
+        return _("It takes {need} of the {free} free {where} ({parts}), so it fits").format(
+            need=fmt_bytes(room.need_now), free=fmt_bytes(room.free_now), where=where,
+            parts=_("; ").join(parts))
+    return _("It fits in memory this process already holds unused ({parts}), leaving the "
+             "{free} free {where} untouched").format(parts=_("; ").join(parts),
+                                                     free=fmt_bytes(room.free_now), where=where)
 
 
 def _peak_text(ctx: _Context, pred: PeakPrediction) -> str:
     assert ctx.pending is not None
-    basis = f"{pred.samples} earlier synthes{'is' if pred.samples == 1 else 'es'}"
     if pred.scope == "engine":
-        basis += " of other configurations"
-    margin = f", widened {ctx.settings.thin_margin:.0%} for thin history" if pred.thin else ""
-    return (f"predicted peak {fmt_bytes(pred.peak_bytes)} (at most "
-            f"{fmt_bytes(pred.peak_upper_bytes)}) for {ctx.pending.size} "
-            f"{ctx.settings.size_unit}, "
-            f"from {basis}{margin}")
+        basis = ngettext("{count} earlier synthesis of other configurations",
+                         "{count} earlier syntheses of other configurations", pred.samples)
+    else:
+        basis = ngettext("{count} earlier synthesis", "{count} earlier syntheses", pred.samples)
+    margin = (_(", widened {margin} for thin history").format(
+        margin=f"{ctx.settings.thin_margin:.0%}") if pred.thin else "")
+    return _("predicted peak {peak} (at most {upper}) for {size} {unit}, from {basis}{margin}"
+             ).format(peak=fmt_bytes(pred.peak_bytes), upper=fmt_bytes(pred.peak_upper_bytes),
+                      size=ctx.pending.size, unit=_(ctx.settings.size_unit),
+                      basis=basis.format(count=pred.samples), margin=margin)
 
 
 def _impossible_text(ctx: _Context, pred: PeakPrediction) -> str:
     room = ctx.room
     assert room is not None and ctx.pending is not None
     demand = round(pred.peak_upper_bytes * (1 + ctx.settings.safety_margin))
-    where = "this GPU" if ctx.domain == "gpu" else "this machine"
+    where = _("this GPU") if ctx.domain == "gpu" else _("this machine")
     if room.free_full is not None:
         could = room.free_full - (ctx.weights or 0)
-        head = (f"predicted peak {fmt_bytes(demand)} (upper bound with margin) exceeds the "
-                f"{fmt_bytes(could)} {where} could have even after a full cleanup")
+        head = _("predicted peak {demand} (upper bound with margin) exceeds the {size} {where} "
+                 "could have even after a full cleanup").format(
+                     demand=fmt_bytes(demand), size=fmt_bytes(could), where=where)
     else:
-        head = (f"predicted peak {fmt_bytes(demand)} (upper bound with margin) exceeds the "
-                f"{fmt_bytes(room.free_now)} free, and no cleanup is known to make room")
-    advice = "shorten the text"
+        head = _("predicted peak {demand} (upper bound with margin) exceeds the {size} free, "
+                 "and no cleanup is known to make room").format(
+                     demand=fmt_bytes(demand), size=fmt_bytes(room.free_now))
+    advice = _("shorten the text")
     words = lighter_words(ctx.pending, ctx.settings.lighter)
     if words:
-        advice += f" or {words}"
+        advice += _(" or {words}").format(words=words)
     lighter = _lighter_fits(ctx)
     if lighter is not None:
-        advice += f" (with it off the prediction is {fmt_bytes(lighter)}, which fits)"
-    return f"{head}: {advice}."
+        advice += _(" (with it off the prediction is {size}, which fits)").format(
+            size=fmt_bytes(lighter))
+    return _("{head}: {advice}.").format(head=head, advice=advice)
 
 
 def _lighter_fits(ctx: _Context) -> int | None:
@@ -203,15 +220,17 @@ def _rule_leak(ctx: _Context) -> list[Reason]:
         runway = ""
         count = _runway(ctx)
         if count is not None:
-            cached = " free or cached" if ctx.domain == "gpu" and ctx.reusable else " free"
-            room = ctx.headroom + (ctx.reusable if cached == " free or cached" else 0)
-            runway = (f"; at this rate the {fmt_bytes(room)}{cached} lasts about {count} more "
-                      f"syntheses")
-        return [Reason("leak", "full", "advised",
-                       f"{ctx.figure} left after each synthesis rises {rate} per synthesis "
-                       f"(median of the last {leak.steps} steps between syntheses of this "
-                       f"configuration; {total} since the load): something keeps references "
-                       f"(a leak), which only a full cleanup returns{runway}.")]
+            cached = ctx.domain == "gpu" and bool(ctx.reusable)
+            room = ctx.headroom + (ctx.reusable if cached else 0)
+            runway = (_("; at this rate the {size} free or cached lasts about {count} more "
+                        "syntheses") if cached else
+                      _("; at this rate the {size} free lasts about {count} more syntheses")
+                      ).format(size=fmt_bytes(room), count=count)
+        return [Reason("leak", "full", "advised", _(
+            "{figure} left after each synthesis rises {rate} per synthesis (median of the last "
+            "{steps} steps between syntheses of this configuration; {total} since the load): "
+            "something keeps references (a leak), which only a full cleanup returns{runway}."
+        ).format(figure=ctx.figure, rate=rate, steps=leak.steps, total=total, runway=runway))]
     return _cache_growth(ctx)
 
 
@@ -238,19 +257,21 @@ def _cache_growth(ctx: _Context) -> list[Reason]:
         return []
     tail = levels[-min(4, len(levels)):]
     recent = tail[-1] - tail[0]
-    what = ("reserved memory (PyTorch's allocator cache)" if ctx.domain == "gpu"
-            else "host RSS (freed memory glibc and the CPU kernels keep for reuse)")
-    per = "synthesis" if len(tail) == 2 else f"{len(tail) - 1} syntheses"
+    what = (_("reserved memory (PyTorch's allocator cache)") if ctx.domain == "gpu"
+            else _("host RSS (freed memory glibc and the CPU kernels keep for reuse)"))
+    per = (_("synthesis") if len(tail) == 2
+           else _("{count} syntheses").format(count=len(tail) - 1))
+    figures = {"what": what, "growth": fmt_bytes(growth), "count": len(events),
+               "recent": fmt_bytes(recent), "per": per}
     if recent <= ctx.settings.leak_slope_bytes * (len(tail) - 1) / 2:
-        return [Reason("cache.levelled", "none", "info",
-                       f"{what} grew {fmt_bytes(growth)} over {len(events)} syntheses and has "
-                       f"levelled off ({fmt_bytes(recent)} over the last {per}): a cache that "
-                       f"later syntheses reuse, not a leak; no cleanup needed for it.")]
-    return [Reason("cache.growing", "none", "info",
-                   f"{what} grew {fmt_bytes(growth)} over {len(events)} syntheses "
-                   f"({fmt_bytes(recent)} over the last {per}) while live memory did not: "
-                   f"inputs of new sizes leave cached blocks of new sizes; it is reused, "
-                   f"not lost.")]
+        return [Reason("cache.levelled", "none", "info", _(
+            "{what} grew {growth} over {count} syntheses and has levelled off ({recent} over "
+            "the last {per}): a cache that later syntheses reuse, not a leak; no cleanup needed "
+            "for it.").format(**figures))]
+    return [Reason("cache.growing", "none", "info", _(
+        "{what} grew {growth} over {count} syntheses ({recent} over the last {per}) while live "
+        "memory did not: inputs of new sizes leave cached blocks of new sizes; it is reused, "
+        "not lost.").format(**figures))]
 
 
 def _rule_fragmentation(ctx: _Context) -> list[Reason]:
@@ -267,10 +288,11 @@ def _rule_fragmentation(ctx: _Context) -> list[Reason]:
             split >= settings.fragmentation_fraction * unused):
         reasons.append(Reason(
             "fragmentation", "full", "advised",
-            f"{fmt_bytes(split)} ({split / unused:.0%} of the {fmt_bytes(unused)} reserved beyond "
-            f"live tensors) sits in free pieces of partly used blocks (fragmentation): "
-            f"empty_cache() cannot return it, a full cleanup does; "
-            f"PYTORCH_ALLOC_CONF=expandable_segments:True avoids most of it."))
+            _("{split} ({share} of the {unused} reserved beyond live tensors) sits in free "
+              "pieces of partly used blocks (fragmentation): empty_cache() cannot return it, a "
+              "full cleanup does; PYTORCH_ALLOC_CONF=expandable_segments:True avoids most of "
+              "it.").format(split=fmt_bytes(split), share=f"{split / unused:.0%}",
+                            unused=fmt_bytes(unused))))
     retries_now = snap.torch_num_alloc_retries
     recent = [e for e in ctx.history if e.kind == "synthesis"][-ctx.settings.leak_window:]
     then = next((e.alloc_retries_before for e in recent if e.alloc_retries_before is not None),
@@ -278,9 +300,10 @@ def _rule_fragmentation(ctx: _Context) -> list[Reason]:
     if retries_now is not None and then is not None and retries_now > then:
         reasons.append(Reason(
             "fragmentation.retries", "full", "advised",
-            f"the allocator failed to get memory and had to flush its cache and retry "
-            f"{retries_now - then} time(s) over the last {len(recent)} syntheses: memory is "
-            f"tight or fragmented; a full cleanup starts from a clean pool."))
+            _("the allocator failed to get memory and had to flush its cache and retry "
+              "{retries} time(s) over the last {count} syntheses: memory is tight or "
+              "fragmented; a full cleanup starts from a clean pool.").format(
+                  retries=retries_now - then, count=len(recent))))
     return reasons
 
 
@@ -294,11 +317,10 @@ def _rule_cache(ctx: _Context) -> list[Reason]:
         above = rss - ctx.baseline
         if above < settings.reclaimable_bytes:
             return []
-        return [Reason("cache.reclaimable", "light", "info",
-                       f"host RSS is {fmt_bytes(above)} above its level after the load; part of "
-                       f"it may be freed memory glibc keeps for reuse, which a light cleanup "
-                       f"(malloc_trim) returns to the system (how much cannot be known "
-                       f"beforehand).")]
+        return [Reason("cache.reclaimable", "light", "info", _(
+            "host RSS is {size} above its level after the load; part of it may be freed memory "
+            "glibc keeps for reuse, which a light cleanup (malloc_trim) returns to the system "
+            "(how much cannot be known beforehand).").format(size=fmt_bytes(above)))]
     cache = ctx.light_frees
     if cache is None or cache < settings.reclaimable_bytes:
         return []
@@ -309,20 +331,21 @@ def _rule_cache(ctx: _Context) -> list[Reason]:
              and ctx.headroom < settings.low_free_fraction * ctx.total)
     needed = ctx.room is not None and ctx.room.demand > ctx.room.free_now
     if needed:
-        return [Reason("cache.reclaimable", "none", "info",
-                       f"this process caches {fmt_bytes(cache)} it does not use now; keep it: "
-                       f"the next request needs more than the GPU has free, and PyTorch serves "
-                       f"it from this cache first.")]
+        return [Reason("cache.reclaimable", "none", "info", _(
+            "this process caches {size} it does not use now; keep it: the next request needs "
+            "more than the GPU has free, and PyTorch serves it from this cache first.").format(
+                size=fmt_bytes(cache)))]
     if others is not None and others >= settings.other_process_bytes and tight:
         assert ctx.headroom is not None
-        return [Reason("cache.reclaimable", "light", "advised",
-                       f"this process caches {fmt_bytes(cache)} it does not use while other "
-                       f"processes hold {fmt_bytes(others)} and only {fmt_bytes(ctx.headroom)} "
-                       f"of the GPU is free: a light cleanup hands the cache to them.")]
-    return [Reason("cache.reclaimable", "light", "info",
-                   f"a light cleanup would return {fmt_bytes(cache)} of cached, unused memory to "
-                   f"the GPU; this process reuses it anyway, so it only helps other programs "
-                   f"(and makes nvidia-smi show it as free).")]
+        return [Reason("cache.reclaimable", "light", "advised", _(
+            "this process caches {size} it does not use while other processes hold {others} "
+            "and only {free} of the GPU is free: a light cleanup hands the cache to them."
+        ).format(size=fmt_bytes(cache), others=fmt_bytes(others),
+                 free=fmt_bytes(ctx.headroom)))]
+    return [Reason("cache.reclaimable", "light", "info", _(
+        "a light cleanup would return {size} of cached, unused memory to the GPU; this process "
+        "reuses it anyway, so it only helps other programs (and makes nvidia-smi show it as "
+        "free).").format(size=fmt_bytes(cache)))]
 
 
 def _comfortable(ctx: _Context) -> bool:
@@ -352,15 +375,15 @@ def _rule_cost(ctx: _Context, reasons: list[Reason]) -> list[Reason]:
     kept = [dataclasses.replace(r, action="none", urgency="info") if r in advised_full else r
             for r in reasons]
     full = _full_frees(ctx)
-    frees = "memory" if full is None else fmt_bytes(full)
+    frees = _("memory") if full is None else fmt_bytes(full)
     need = ""
     if ctx.room is not None:
-        need = f": the next request {_takes(ctx, ctx.room)}"
+        need = _(": the next request {takes}").format(takes=_takes(ctx, ctx.room))
     elif ctx.headroom is not None:
-        need = f": {fmt_bytes(ctx.headroom)} is free"
-    kept.append(Reason("cost.not_needed", "none", "info",
-                       f"a full cleanup would free {frees} but cost {ctx.cost_text()} and is "
-                       f"not needed now{need}."))
+        need = _(": {size} is free").format(size=fmt_bytes(ctx.headroom))
+    kept.append(Reason("cost.not_needed", "none", "info", _(
+        "a full cleanup would free {frees} but cost {cost} and is not needed now{need}.").format(
+            frees=frees, cost=ctx.cost_text(), need=need)))
     return kept
 
 

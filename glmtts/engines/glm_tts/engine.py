@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from glmtts.device import cuda_unavailable_reason, resolve_device
-from glmtts.engines.base import Capabilities, Engine
+from glmtts.engines.base import N_, Capabilities, Engine
 from glmtts.engines.glm_tts.checkout import (
     VOCODERS,
     available_rates,
@@ -154,19 +154,19 @@ class GlmTtsEngine(Engine):
             honours=frozenset({"reference_audio", "sample_rate", "use_kv_cache", "seed",
                                "sampling_method"}),
             reasons={
-                "voice": "GLM-TTS clones the voice of the reference recording; it has no "
-                         "named voices",
-                "speed": "upstream GLM-TTS has no speaking-rate control",
+                "voice": N_("GLM-TTS clones the voice of the reference recording; it has no "
+                            "named voices"),
+                "speed": N_("upstream GLM-TTS has no speaking-rate control"),
             },
-            lighter={"use_kv_cache": (True, False, "turn the KV cache off (later segments "
-                                                   "are then prompted without the earlier "
-                                                   "ones)")},
+            lighter={"use_kv_cache": (True, False, N_("turn the KV cache off (later segments "
+                                                      "are then prompted without the earlier "
+                                                      "ones)"))},
             invalidates={
-                "sample_rate": ("none", "the engine swaps only the vocoder and resets "
-                                        "upstream's mel filter bank and Hann window itself "
-                                        "(about 0.2 s; the language model stays loaded)"),
-                "reference_audio": ("none", "the prompt's tokens and features are extracted "
-                                            "per request; nothing of the old one is kept"),
+                "sample_rate": ("none", N_("the engine swaps only the vocoder and resets "
+                                           "upstream's mel filter bank and Hann window itself "
+                                           "(about 0.2 s; the language model stays loaded)")),
+                "reference_audio": ("none", N_("the prompt's tokens and features are extracted "
+                                               "per request; nothing of the old one is kept")),
             },
         )
 

@@ -21,7 +21,7 @@ import torch
 from glmtts.audio import join_with_pauses, resample
 from glmtts.cancel import checkpoint
 from glmtts.device import resolve_device
-from glmtts.engines.base import Capabilities, Engine
+from glmtts.engines.base import N_, Capabilities, Engine
 from glmtts.engines.piper import cache as voice_cache
 from glmtts.engines.piper import phonemes
 from glmtts.engines.piper.vits import VitsConfig, VitsVoice
@@ -144,11 +144,11 @@ class PiperEngine(Engine):
             sample_rates=rates,
             honours=frozenset({"voice", "sample_rate", "seed", "speed"}),
             reasons={
-                "reference_audio": "Piper voices are fixed speakers: they do not clone a "
-                                   "reference recording",
-                "use_kv_cache": "Piper is not an LLM: it has no prompt-history (KV) cache",
-                "sampling_method": "Piper samples no tokens: durations and audio come from "
-                                   "its flows",
+                "reference_audio": N_("Piper voices are fixed speakers: they do not clone a "
+                                      "reference recording"),
+                "use_kv_cache": N_("Piper is not an LLM: it has no prompt-history (KV) cache"),
+                "sampling_method": N_("Piper samples no tokens: durations and audio come from "
+                                      "its flows"),
             },
         )
 

@@ -32,7 +32,7 @@ import torch
 from glmtts.audio import resample
 from glmtts.cancel import checkpoint
 from glmtts.device import cuda_unavailable_reason, resolve_device
-from glmtts.engines.base import Capabilities, Engine
+from glmtts.engines.base import N_, Capabilities, Engine
 from glmtts.engines.twin.config import (
     AUDIO_TOKEN_BASE,
     BEGIN_OF_AUDIO,
@@ -137,10 +137,10 @@ class TwinEngine(Engine):
             sample_rates=tuple(sorted(HOPS)),
             honours=frozenset({"reference_audio", "sample_rate", "use_kv_cache", "seed",
                                "sampling_method", "speed"}),
-            reasons={"voice": "the twin has no named voices: it sizes its prompt from the "
-                              "reference recording"},
+            reasons={"voice": N_("the twin has no named voices: it sizes its prompt from the "
+                                 "reference recording")},
             speech=False,
-            lighter={"use_kv_cache": (True, False, "turn the KV cache off")},
+            lighter={"use_kv_cache": (True, False, N_("turn the KV cache off"))},
             attention_cache=self.attention_cache,
             attention_cache_bytes_per_token=self.config.attention_cache_bytes_per_token(
                 self.dtype),
