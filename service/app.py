@@ -41,6 +41,7 @@ from glmtts.stream import Listener
 from monitoring.allocator_history import MEDIA_TYPE as SNAPSHOT_MEDIA_TYPE
 from monitoring.allocator_history import snapshot_filename
 from monitoring.errors import SnapshotUnavailableError
+from monitoring.i18n import speaking
 from service import schemas
 from service.errors import BusyError
 from service.middleware import BodyLimit, BodyStalledError, BodyTooLargeError
@@ -519,11 +520,13 @@ def create_app(service: Service) -> FastAPI:
                    tags=["memory"],
              summary="Every memory figure now, the models held, and the policy's advice",
              responses=_errors(401))
-    def memory() -> dict[str, Any]:
+    def memory(request: Request) -> dict[str, Any]:
         snapshot = service.snapshot()
         recommendation, note = None, None
         try:
-            recommendation = _recommendation_json(service.recommendation(snapshot))
+            # the policy's sentences in English, or in Chinese for ``Accept-Language: zh``
+            with speaking(request.headers.get("accept-language")):
+                recommendation = _recommendation_json(service.recommendation(snapshot))
         except Exception as exc:  # advice must never cost /v1/memory its figures
             log.exception("the policy failed")
             note = f"the policy failed: {type(exc).__name__}: {exc}"

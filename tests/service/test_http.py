@@ -316,3 +316,21 @@ def test_head_where_get_exists(client) -> None:
         answer = client.head(path)
         assert answer.status_code == 200, (path, answer.status_code)
         assert answer.content == b""
+
+
+def test_memory_speaks_chinese_only_when_asked(client) -> None:
+    """The policy's sentences in /v1/memory: English by default, Simplified Chinese for a
+    client whose Accept-Language prefers it (the same catalog as the app's sidebar)."""
+    import re
+
+    han = re.compile(r"[\u4e00-\u9fff]")
+    assert client.post("/v1/synthesize", json={"text": "Memory."}).status_code == 200
+    english = client.get("/v1/memory").json()["recommendation"]
+    chinese = client.get("/v1/memory",
+                         headers={"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8"}).json()
+    chinese = chinese["recommendation"]
+    assert english["summary"] and not han.search(english["summary"])
+    assert han.search(chinese["summary"]), chinese["summary"]
+    assert [r["rule"] for r in chinese["reasons"]] == [r["rule"] for r in english["reasons"]]
+    assert not han.search(client.get("/v1/memory", headers={"Accept-Language": "fr"}).json()[
+        "recommendation"]["summary"])
