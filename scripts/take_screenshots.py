@@ -1,5 +1,6 @@
 """Regenerate the README's screenshots: start the app, speak three texts of growing length,
-clean up once, and capture the Synthesize and Monitor pages into docs/screenshots/.
+clean up once, and capture the Synthesize and Monitor pages into docs/screenshots/, and the
+Synthesize page of a browser set to Chinese (synthesize-zh.png; needs fonts-noto-cjk).
 
 Usage: .venv/bin/python scripts/take_screenshots.py   (needs Debian's chromium)
 """
@@ -51,8 +52,17 @@ def main() -> None:
         _idle(page)
         page.wait_for_timeout(2500)
         page.screenshot(path=str(out / "monitor.png"), full_page=True)
+        # the same session in Chinese, as a browser set to zh-CN opens it
+        chinese = browser.new_context(locale="zh-CN", viewport={"width": 1400, "height": 1100})
+        page = chinese.new_page()
+        page.goto(url)
+        _idle(page)
+        page.get_by_role("button", name="合成", exact=True).click()
+        _idle(page)
+        expect(page.locator("audio")).to_have_count(1, timeout=120_000)
+        page.screenshot(path=str(out / "synthesize-zh.png"), full_page=True)
         browser.close()
-    print(f"wrote {out}/synthesize.png and monitor.png")
+    print(f"wrote {out}/synthesize.png, monitor.png and synthesize-zh.png")
 
 
 if __name__ == "__main__":

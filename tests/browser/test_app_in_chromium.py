@@ -118,3 +118,39 @@ def test_type_synthesize_monitor_cleanup(server: str) -> None:
                 page.screenshot(path=str(ARTIFACTS / "after-cleanup.png"), full_page=True)
         finally:
             browser.close()
+
+
+def test_a_chinese_browser_gets_the_app_in_chinese(server: str) -> None:
+    """A browser whose language is zh-CN opens the app in Simplified Chinese (Streamlit's
+    ``st.context.locale``); the sidebar switches it to English. Screenshot:
+    artifacts/synthesize-zh.png."""
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        try:
+            context = browser.new_context(locale="zh-CN",
+                                          viewport={"width": 1400, "height": 1000})
+            page = context.new_page()
+            page.goto(server)
+            _idle(page)
+            expect(page.get_by_role("heading", name="🔊 合成")).to_be_visible(timeout=30_000)
+            page.get_by_role("button", name="合成", exact=True).click()
+            expect(page.locator("audio")).to_have_count(1, timeout=120_000)
+            _idle(page)
+            expect(page.get_by_text("本次合成")).to_be_visible()
+            expect(page.get_by_role("button", name="清理内存")).to_be_visible()
+            page.screenshot(path=str(ARTIFACTS / "synthesize-zh.png"), full_page=True)
+
+            language = page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").filter(
+                has=page.get_by_test_id("stWidgetLabel").get_by_text("Language / 语言"))
+            expect(language.get_by_role("combobox")).to_have_value("简体中文")
+            language.get_by_role("combobox").click()
+            page.get_by_role("option", name="English", exact=True).click()
+            _idle(page)
+            expect(page.get_by_role("heading", name="🔊 Synthesize")).to_be_visible(
+                timeout=30_000)
+            expect(page.get_by_role("button", name="Clear memory")).to_be_visible()
+        finally:
+            browser.close()
