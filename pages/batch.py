@@ -85,7 +85,9 @@ def _summary(p: Progress) -> str:
 def _table(slot, rows: dict) -> None:
     frame_ = pd.DataFrame(list(rows.values()), columns=COLUMNS).rename(
         columns={c: _(h) for c, h in HEADERS.items()})
-    slot.dataframe(frame_, hide_index=True, width="stretch")
+    wide = st.column_config.TextColumn(width="medium")
+    slot.dataframe(frame_, hide_index=True, width="stretch",
+                   column_config={_(HEADERS[c]): wide for c in ("retained", "peak", "wall")})
 
 
 @st.cache_resource(show_spinner=False)
@@ -202,6 +204,13 @@ if plan is not None and run_dir is not None:
     if last is not None and last["run_dir"] == str(run_dir.resolve()):
         progress_slot.progress(1.0, text=last["progress"])
         _table(table_slot, last["rows"])
+        rows_done = [r for r in last["rows"].values() if r.get("retained")]
+        if rows_done and any(r["peak"] == r["retained"] for r in rows_done) and all(
+                r.get("memory") == _("host RSS") for r in rows_done):
+            st.caption(_("On the CPU, peak and retained are often the same: glibc keeps the "
+                         "memory a synthesis freed for the next one, so the process's RSS at "
+                         "the end of a line is still its highest point (a light cleanup gives "
+                         "it back)."))
         summary = last["summary"] + "."
         if last["worst"] == "ok":
             st.success(summary)

@@ -47,6 +47,9 @@ def test_batch_page_runs_a_server_jsonl_and_offers_the_zip(batch_app, tmp_path: 
     assert rows[0]["retained"] and rows[0]["memory"] == "host RSS"
     (bar,) = at.get("progress")
     assert bar.proto.value == 100 and bar.proto.text.startswith("3/3 lines · 2 ok · 0 failed")
+    same = any(r["peak"] == r["retained"] for r in rows if r["retained"])
+    noted = any("peak and retained are often the same" in c.value for c in at.caption)
+    assert noted == same  # said exactly when a CPU line shows the same peak and retained
     assert not at.success  # one line was skipped: the summary counts it, in a warning
     assert at.warning[0].value.startswith("2 of 3 lines ok, 1 skipped (invalid), 0 failed.")
     (download,) = at.get("download_button")
