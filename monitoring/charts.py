@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
+from monitoring.i18n import _
 from monitoring.sampler import Marker
 from monitoring.snapshot import Snapshot
 
@@ -145,11 +146,14 @@ def timeline_figure(samples: pd.DataFrame, markers: pd.DataFrame | None = None,
             tops.append(float(child[col].max()))
     top = max(tops, default=0.0) / MIB
     if markers is not None and len(markers):
-        shown = markers[markers["phase"].isin(["end", "instant"])]
+        shown = markers[markers["phase"].isin(["end", "instant"])].sort_values("time")
+        rows_y = _stacked(shown, top)
         for kind, rows in shown.groupby("kind", sort=False):
             fig.add_trace(go.Scatter(
-                x=rows["time"], y=[top * 1.04] * len(rows), mode="markers+text",
-                name=f"{kind} ({len(rows)})", text=[str(kind)[0].upper()] * len(rows),
+                x=rows["time"], y=rows_y.loc[rows.index], mode="markers+text",
+                name=_("{kind} ({count}, every session of this process)").format(
+                    kind=kind, count=len(rows)),
+                text=[str(kind)[0].upper()] * len(rows),
                 textposition="top center", hovertext=rows["label"].fillna(str(kind)),
                 marker={"symbol": "triangle-down", "size": 11,
                         "color": MARKER_COLOURS.get(str(kind), "#555")},
@@ -158,6 +162,22 @@ def timeline_figure(samples: pd.DataFrame, markers: pd.DataFrame | None = None,
                       margin={"l": 10, "r": 10, "t": 30, "b": 10},
                       legend={"orientation": "h", "y": -0.15}, uirevision="timeline")
     return fig
+
+
+def _stacked(markers: pd.DataFrame, top: float) -> pd.Series:
+    """Heights of the markers above the lines: one that falls within 1/80 of the time span of
+    the one before is drawn a step higher, so markers that overlap stay readable."""
+    heights = pd.Series(top * 1.04, index=markers.index, dtype=float)
+    if len(markers) < 2:
+        return heights
+    times = markers["time"].astype("int64")
+    close = max(1, (int(times.max()) - int(times.min())) // 80)
+    level, previous = 0, None
+    for index, at in zip(markers.index, times, strict=True):
+        level = level + 1 if previous is not None and at - previous < close else 0
+        heights[index] = top * (1.04 + 0.07 * min(level, 5))
+        previous = at
+    return heights
 
 
 def _in_zone(frame: pd.DataFrame | None, tz: str | None) -> pd.DataFrame | None:
@@ -203,17 +223,22 @@ def growth_figure(events: pd.DataFrame, max_points: int = 600) -> go.Figure:
         cols = [c for c in (f"{name}_after_bytes", f"{name}_retained_bytes",
                             f"{name}_peak_delta_bytes") if c in frame]
         drawn = downsample_max(frame, cols, max_points)
-        where = "NVML this process" if name == "nvml_process" else name.replace("_", " ")
+        level = {"nvml_process": _("GPU used by this process after each (NVML)"),
+                 "torch_reserved": _("torch reserved after each"),
+                 "host_rss": _("host RSS after each: the whole process (every session)")}
         fig.add_trace(go.Bar(x=drawn["n"], y=drawn.get(f"{name}_peak_delta_bytes",
                                                        pd.Series(dtype=float)) / MIB,
-                             name="peak above start (MiB)", opacity=0.45))
+                             name=_("peak above its start (MiB)"), marker_color="#f4a261"))
         fig.add_trace(go.Bar(x=drawn["n"], y=drawn[f"{name}_retained_bytes"] / MIB,
-                             name="retained after (MiB)"))
+                             name=_("retained after it (MiB)"), marker_color="#264653"))
         fig.add_trace(go.Scatter(x=drawn["n"], y=drawn[f"{name}_after_bytes"] / MIB,
-                                 name=f"{where} after (MiB)", mode="lines+markers",
-                                 yaxis="y2"))
-        fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "title": "level, MiB"})
-    fig.update_layout(barmode="overlay", xaxis_title="synthesis #", yaxis_title="delta, MiB",
+                                 name=level.get(name, name), mode="lines+markers",
+                                 line={"color": "#2a9d8f"}, yaxis="y2"))
+        fig.update_layout(yaxis2={"overlaying": "y", "side": "right",
+                                  "title": _("level, MiB"), "tickformat": ",.0f",
+                                  "nticks": 6})
+    fig.update_layout(barmode="group", xaxis_title=_("synthesis # in this browser session"),
+                      yaxis_title=_("change, MiB"), yaxis={"tickformat": ",.0f"},
                       height=340, margin={"l": 10, "r": 10, "t": 30, "b": 10},
                       legend={"orientation": "h", "y": -0.2}, meta={"figure": name})
     return fig

@@ -112,3 +112,37 @@ def test_the_stored_timeline_fills_what_the_buffer_does_not_reach() -> None:
     assert charts.stitch_stored(buffered, stored.iloc[0:0]) is buffered
     assert list(charts.stitch_stored(buffered.iloc[0:0], stored)["wall_s"]) == [900.0, 950.0,
                                                                                1000.1]
+
+
+def test_markers_that_overlap_are_stacked_and_say_whose_they_are() -> None:
+    frame = charts.samples_frame(_samples(600))  # 60 s of samples
+    markers = charts.markers_frame([
+        Marker("synthesis", "end", "a", "e1", 1.0, 1_700_000_010.0),
+        Marker("cleanup", "end", "full", "e2", 1.1, 1_700_000_010.1),  # 0.1 s later: overlaps
+        Marker("synthesis", "end", "b", "e3", 2.0, 1_700_000_040.0),  # far from both
+    ])
+    fig = charts.timeline_figure(frame, markers, tz="Asia/Shanghai")
+    shown = [t for t in fig.data if (t.meta or {}).get("markers")]
+    heights = {}
+    for trace in shown:
+        heights.update(zip(trace.meta["event_ids"], list(trace.y), strict=True))
+    assert heights["e2"] > heights["e1"] == heights["e3"]
+    names = [t.name for t in shown]
+    assert names == ["synthesis (2, every session of this process)",
+                     "cleanup (1, every session of this process)"]
+    assert fig.layout.xaxis.title.text == "time (Asia/Shanghai)"
+
+
+def test_growth_chart_names_whose_level_it_is() -> None:
+    events = pd.DataFrame({
+        "kind": ["synthesis"] * 3, "label": ["a", "b", "c"],
+        "host_rss_before_bytes": [500 * MIB, 510 * MIB, 515 * MIB],
+        "host_rss_after_bytes": [510 * MIB, 515 * MIB, 516 * MIB],
+        "host_rss_peak_bytes": [540 * MIB, 530 * MIB, 520 * MIB]})
+    fig = charts.growth_figure(events)
+    assert [t.name for t in fig.data] == [
+        "peak above its start (MiB)", "retained after it (MiB)",
+        "host RSS after each: the whole process (every session)"]
+    assert fig.data[0].marker.color != fig.data[1].marker.color
+    assert fig.layout.barmode == "group" and fig.layout.yaxis2.tickformat == ",.0f"
+    assert fig.layout.xaxis.title.text == "synthesis # in this browser session"
