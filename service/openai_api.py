@@ -224,6 +224,11 @@ class VoiceOut(BaseModel):
     created_at: int
 
 
+class VoiceCreated(VoiceOut):
+    evicted: list[str] = Field(description="Voices removed to make room (the oldest, when "
+                                           "the registry already held its maximum)")
+
+
 class VoiceList(BaseModel):
     object: str = "list"
     data: list[VoiceOut]
@@ -442,8 +447,9 @@ def openai_router(service: Service) -> APIRouter:
         return {"object": "list", "data": [v.to_json() for v in voices.list()]}
 
     @router.post(
-        "/v1/voices", response_model=VoiceOut, status_code=201,
-        summary="Register a voice: a reference clip (WAV, FLAC, OGG, MP3) and its transcript",
+        "/v1/voices", response_model=VoiceCreated, status_code=201,
+        summary="Register a voice: a reference clip (WAV, FLAC, OGG, MP3) and its transcript; "
+                "past 100 voices the oldest is removed (evicted)",
         openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {
             "schema": voice_form_schema(builtin, settings.max_text_chars),
             "encoding": {"audio": {"contentType": ", ".join(schemas.AUDIO_TYPES)}}}}}},
@@ -474,7 +480,7 @@ def openai_router(service: Service) -> APIRouter:
             assert audio is not None
             data = await audio.read()
         voice = await run_in_threadpool(voices.register, fields["name"], fields["text"], data)
-        return voice.to_json()
+        return {**voice.to_json(), "evicted": list(voice.evicted)}
 
     @router.delete("/v1/voices/{name}", response_model=VoiceDeleted,
                    summary="Delete a registered voice", responses=_errors(401, 404))
