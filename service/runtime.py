@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -135,8 +136,11 @@ class Service:
 
     def preload(self) -> EventRecord | None:
         """Load the model now (measured); return the load event if one ran."""
-        with device_lock(self.device):
-            return self.session.ensure_loaded()
+        try:
+            with device_lock(self.device):
+                return self.session.ensure_loaded()
+        finally:  # idleness counts from a loaded model
+            self.admitter.last_activity = time.monotonic()
 
     def close(self) -> None:
         """Release the model (a measured full cleanup, recorded), stop the sampler and the
