@@ -43,6 +43,7 @@ from monitoring.allocator_history import snapshot_filename
 from monitoring.errors import SnapshotUnavailableError
 from monitoring.i18n import speaking
 from service import schemas
+from service.admission import AdmissionRefusedError
 from service.errors import BusyError
 from service.middleware import BodyLimit, BodyStalledError, BodyTooLargeError
 from service.runtime import Service, new_synthesis_id
@@ -77,7 +78,8 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     texts = {400: "The body cannot be read (not JSON, bad multipart)",
              401: "The token is missing or wrong",
              409: "Not possible in this process (e.g. no CUDA)",
-             413: "The body or upload is larger than the limit",
+             413: "The body or upload is larger than the limit, or the request's predicted "
+                  "memory peak exceeds the memory budget even alone",
              415: "The body's media type is not accepted",
              422: "A field is invalid (the message says why, as the page would)",
              429: "Too many syntheses are waiting for the device; retry later",
@@ -329,7 +331,7 @@ def create_app(service: Service) -> FastAPI:
         version="1",
         description="Text-to-speech with measured memory: synthesis, cleanup, memory figures, "
                     "CUDA memory snapshots and Prometheus metrics. One process holds one model;"
-                    " syntheses run one at a time per device.",
+                    " syntheses are admitted as their predicted memory peaks fit the budget.",
         # /metrics is the observability interface here; FastAPI's OpenTelemetry hooks stay off.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
@@ -354,7 +356,13 @@ def create_app(service: Service) -> FastAPI:
 
     @app.exception_handler(BusyError)
     async def busy(request: Request, exc: BusyError) -> JSONResponse:
-        return _error(429, str(exc), None, {"Retry-After": "1"})
+        return _error(429, str(exc), None, {"Retry-After": str(exc.retry_after_s)})
+
+    @app.exception_handler(AdmissionRefusedError)
+    async def over_budget(request: Request, exc: AdmissionRefusedError) -> JSONResponse:
+        return _error(413, str(exc), "text", {
+            "X-Predicted-Peak-Bytes": str(exc.predicted_bytes),
+            "X-Memory-Budget-Bytes": str(exc.budget_bytes)})
 
     @app.exception_handler(OutOfMemoryError)
     async def out_of_memory(request: Request, exc: OutOfMemoryError) -> JSONResponse:
@@ -541,6 +549,8 @@ def create_app(service: Service) -> FastAPI:
             "recommendation": recommendation,
             "recommendation_note": note,
             "memory_history": service.memory_history_state(),
+            "admission": service.admission_state(),
+            "idle": service.idle_state(),
             "store": {"path": store.path, "in_memory": store.in_memory,
                       "fallback_reason": store.fallback_reason},
         }

@@ -11,4 +11,13 @@ class ServiceConfigError(GlmTtsError):
 
 
 class BusyError(GlmTtsError):
-    """Too many syntheses are already waiting for the device; retry later."""
+    """Too many syntheses are already waiting for the device; retry later.
+
+    Attributes:
+        retry_after_s: Seconds to wait before retrying (``Retry-After``), estimated from
+            measured durations.
+    """
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

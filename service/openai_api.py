@@ -44,6 +44,7 @@ from glmtts.paths import voices_folder
 from glmtts.reference_audio import ReferenceAudioError
 from glmtts.request import MAX_SEED, SPEED_RANGE, SynthesisRequest
 from service import audio_formats, schemas
+from service.admission import AdmissionRefusedError
 from service.errors import BusyError
 from service.middleware import BodyStalledError, BodyTooLargeError, TokenAuth
 from service.runtime import Service, new_synthesis_id
@@ -103,7 +104,11 @@ def error_response(exc: BaseException) -> JSONResponse:
     elif isinstance(exc, InvalidRequestError):
         err = OpenAIError(400, str(exc), _PARAM.get(exc.field, exc.field), "invalid_value")
     elif isinstance(exc, BusyError):
-        err = OpenAIError(429, str(exc), headers={"Retry-After": "1"})
+        err = OpenAIError(429, str(exc), headers={"Retry-After": str(exc.retry_after_s)})
+    elif isinstance(exc, AdmissionRefusedError):
+        err = OpenAIError(413, str(exc), "input", "memory_budget_exceeded", headers={
+            "X-Predicted-Peak-Bytes": str(exc.predicted_bytes),
+            "X-Memory-Budget-Bytes": str(exc.budget_bytes)})
     elif isinstance(exc, OutOfMemoryError):
         err = OpenAIError(503, str(exc), code="out_of_memory", headers={"Retry-After": "5"})
     elif isinstance(exc, GlmTtsError):
@@ -219,6 +224,11 @@ class VoiceOut(BaseModel):
     created_at: int
 
 
+class VoiceCreated(VoiceOut):
+    evicted: list[str] = Field(description="Voices removed to make room (the oldest, when "
+                                           "the registry already held its maximum)")
+
+
 class VoiceList(BaseModel):
     object: str = "list"
     data: list[VoiceOut]
@@ -240,11 +250,14 @@ class Probe(BaseModel):
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     texts = {400: "A field is invalid (param names it)", 401: "The token is missing or wrong",
              404: "No such model or voice", 409: "A voice of that name exists",
-             413: "The body is larger than the limit (the service's error shape)",
+             413: "The body is larger than the limit (the service's error shape), or the "
+                  "request's predicted memory peak exceeds the memory budget even alone "
+                  "(OpenAI's shape, code memory_budget_exceeded)",
              415: "The body's media type is not accepted",
              429: "Too many syntheses are waiting; retry later",
              503: "Out of memory even after a cleanup and a retry, or the model cannot load"}
-    return {code: {"model": schemas.ErrorBody if code == 413 else OpenAIErrorBody,
+    return {code: {"model": schemas.ErrorBody | OpenAIErrorBody if code == 413 else
+                   OpenAIErrorBody,
                    "description": texts[code]} for code in codes}
 
 
@@ -434,8 +447,9 @@ def openai_router(service: Service) -> APIRouter:
         return {"object": "list", "data": [v.to_json() for v in voices.list()]}
 
     @router.post(
-        "/v1/voices", response_model=VoiceOut, status_code=201,
-        summary="Register a voice: a reference clip (WAV, FLAC, OGG, MP3) and its transcript",
+        "/v1/voices", response_model=VoiceCreated, status_code=201,
+        summary="Register a voice: a reference clip (WAV, FLAC, OGG, MP3) and its transcript; "
+                "past 100 voices the oldest is removed (evicted)",
         openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {
             "schema": voice_form_schema(builtin, settings.max_text_chars),
             "encoding": {"audio": {"contentType": ", ".join(schemas.AUDIO_TYPES)}}}}}},
@@ -466,7 +480,7 @@ def openai_router(service: Service) -> APIRouter:
             assert audio is not None
             data = await audio.read()
         voice = await run_in_threadpool(voices.register, fields["name"], fields["text"], data)
-        return voice.to_json()
+        return {**voice.to_json(), "evicted": list(voice.evicted)}
 
     @router.delete("/v1/voices/{name}", response_model=VoiceDeleted,
                    summary="Delete a registered voice", responses=_errors(401, 404))

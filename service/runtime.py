@@ -1,8 +1,10 @@
 """The service without HTTP: one synthesis session, its store, sampler, metrics and memory
 history, and what each endpoint asks of them.
 
-One service process holds one :class:`~glmtts.session.SynthesisSession` (so one model); its
-device lock serialises syntheses and cleanups, whatever the number of HTTP clients.
+One service process holds one :class:`~service.concurrency.ConcurrentSession` (so one model).
+Syntheses are admitted by :class:`~service.admission.Admission` as their predicted peaks fit
+the memory budget (several at once on an engine that allows it, else one at a time), in
+arrival order; cleanups wait until no synthesis runs.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,14 +27,15 @@ from glmtts.outcome import SynthesisOutcome
 from glmtts.paths import event_store_path
 from glmtts.registry import device_lock
 from glmtts.request import SynthesisRequest
-from glmtts.session import SynthesisSession
 from glmtts.stream import Listener, streaming
 from glmtts.telemetry import first_audio_histogram, new_metrics
 from monitoring import Sampler, Snapshot, Store, open_store
 from monitoring.allocator_history import MemoryHistory
 from monitoring.cleanup import CleanupResult
-from monitoring.policy import Recommendation, recommend
+from monitoring.policy import Recommendation, predict_peak, recommend
 from monitoring.records import EventRecord
+from service.admission import Admission, Prediction
+from service.concurrency import ConcurrentSession
 from service.errors import BusyError
 from service.settings import ServiceSettings
 
@@ -66,7 +70,7 @@ class Service:
             store=self.store, session_id=self.app_session_id).start()
         self.metrics = new_metrics()
         self.first_audio = first_audio_histogram(self.metrics)
-        self.session = SynthesisSession(settings.engine, engine_options=settings.engine_options,
+        self.session = ConcurrentSession(settings.engine, engine_options=settings.engine_options,
                                         device=settings.device, store=self.store,
                                         sampler=self.sampler, label="service",
                                         isolate=settings.isolate, python=settings.python,
@@ -76,8 +80,43 @@ class Service:
         self._pending = 0
         self._pending_lock = threading.Lock()
         self._closed = False
+        concurrent = self.session.concurrent
+        self.admitter = Admission(
+            self.free_bytes, budget_bytes=settings.memory_budget_bytes,
+            capacity=None if concurrent else 1,
+            capacity_reason=None if concurrent else self._one_at_a_time_reason())
+        from service.gauges import install_gauges
+        from service.idle import IdleRelease
+
+        install_gauges(self)
+        self.idle = IdleRelease(self, settings.idle_tiers).start()
 
     # ------------------------------------------------------------------------ life
+    def _one_at_a_time_reason(self) -> str:
+        engine = self.session.engine
+        if engine.isolated:
+            return ("the model runs in a worker process, which serves one request at a time "
+                    "over its socket")
+        return (f"the {self.session.engine_name} engine does not declare that one loaded model "
+                f"may serve two syntheses at once")
+
+    def free_bytes(self) -> int | None:
+        """Free memory on the device the model runs on: the machine's available RAM on the
+        CPU, NVML's free bytes of the GPU."""
+        if self.device == "cpu":
+            return self.session.tracker.probes.host.system_memory()[0]
+        return self.session.snapshot().nvml_device_free_bytes
+
+    def predict(self, request: SynthesisRequest) -> Prediction:
+        """The request's predicted demand above the loaded model: the policy's upper bound
+        from this session's history, else the fixed estimate (``settings.unseen_peak_bytes``)."""
+        session = self.session
+        prediction = predict_peak(session.snapshot(), list(session.history),
+                                  session.pending(request), session.policy_settings())
+        if prediction is None:
+            return Prediction(self.settings.unseen_peak_bytes, "unseen")
+        return Prediction(max(1, prediction.peak_upper_bytes), "history", prediction.samples)
+
     @property
     def device(self) -> str:
         """The device the model runs (or will run) on."""
@@ -97,8 +136,11 @@ class Service:
 
     def preload(self) -> EventRecord | None:
         """Load the model now (measured); return the load event if one ran."""
-        with device_lock(self.device):
-            return self.session.ensure_loaded()
+        try:
+            with device_lock(self.device):
+                return self.session.ensure_loaded()
+        finally:  # idleness counts from a loaded model
+            self.admitter.last_activity = time.monotonic()
 
     def close(self) -> None:
         """Release the model (a measured full cleanup, recorded), stop the sampler and the
@@ -107,6 +149,8 @@ class Service:
         if self._closed:
             return
         self._closed = True
+        self.idle.stop()
+        self.admitter.close()
         lock = device_lock(self.device)
         if lock.acquire(timeout=SHUTDOWN_LOCK_WAIT_S):
             lock.release()
@@ -133,8 +177,14 @@ class Service:
         """
         with self._pending_lock:
             if self._pending >= self.settings.max_pending:
-                raise BusyError(f"{self._pending} syntheses are already waiting for the "
-                                f"device; retry in a moment")
+                retry = self.admitter.retry_after_s()
+                wait = self.admitter.estimated_wait_s()
+                raise BusyError(f"{self._pending} syntheses are already waiting or running "
+                                f"(--max-pending {self.settings.max_pending}); "
+                                + (f"the estimated wait is {wait:.1f} s from measured "
+                                   f"durations" if wait is not None else
+                                   "no duration measured yet") + f": retry in {retry} s",
+                                retry_after_s=retry)
             self._pending += 1
         try:
             yield
@@ -170,7 +220,9 @@ class Service:
         free). Setting ``cancel`` stops the synthesis at its next sentence or segment boundary
         (:class:`glmtts.cancel.Cancelled`, recorded as ``cancelled``); ``on_audio`` receives
         each sentence as it is made (:mod:`glmtts.stream`)."""
-        with cancellable(cancel or threading.Event()), streaming(on_audio):
+        cancel = cancel or threading.Event()
+        with self.admitter.admit(self.predict(request), cancel), cancellable(cancel), \
+                streaming(on_audio):
             outcome = self.synthesize(request, synthesis_id)
         return outcome, encode(outcome.result.audio, outcome.result.sample_rate)
 
@@ -190,6 +242,15 @@ class Service:
         """The policy's recommendation now (no pending request), from the session's history."""
         return recommend(snapshot, self.session.history,
                          settings=self.session.policy_settings())
+
+    def admission_state(self) -> dict[str, Any]:
+        """The admission's budget, queue and records (:mod:`service.admission`)."""
+        return {**self.admitter.state(), "unseen_peak_bytes": self.settings.unseen_peak_bytes,
+                "concurrent": self.session.concurrent}
+
+    def idle_state(self) -> dict[str, Any]:
+        """The idle release's tiers and countdown (:mod:`service.idle`)."""
+        return self.idle.state()
 
     def memory_history_state(self) -> dict[str, Any]:
         """Whether the CUDA memory history records, and its ring size."""

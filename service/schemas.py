@@ -281,6 +281,43 @@ class StoreOut(BaseModel):
     fallback_reason: str | None
 
 
+class AdmissionOut(BaseModel):
+    """The memory-aware admission (:mod:`service.admission`)."""
+
+    budget_bytes: int | None = Field(description="Budget now: free memory on the model's "
+                                                  "device, capped by --memory-budget")
+    budget_source: str
+    explicit_budget_bytes: int | None
+    admitted_bytes: int = Field(description="Predicted peak bytes of the syntheses running")
+    admitted: int = Field(description="Syntheses running now")
+    queued: int = Field(description="Syntheses waiting, in arrival order")
+    capacity: int | None = Field(description="Syntheses at once regardless of memory (null: "
+                                             "no cap)")
+    capacity_reason: str | None
+    max_admitted_bytes: int = Field(description="Most predicted bytes ever admitted at once")
+    max_admitted: int = Field(description="Most syntheses ever admitted at once")
+    admitted_total: int
+    refused_total: int = Field(description="Requests refused as too big even alone")
+    median_duration_s: float | None
+    unseen_peak_bytes: int = Field(description="Predicted peak before any usable history")
+    concurrent: bool = Field(description="Whether syntheses may overlap on this model")
+
+
+class IdleOut(BaseModel):
+    """The idle release (:mod:`service.idle`)."""
+
+    enabled: bool
+    tiers_s: list[float]
+    levels: list[str]
+    busy: bool
+    idle_s: float
+    next_tier: int | None
+    next_level: str | None
+    next_in_s: float | None = Field(description="Seconds until the next tier fires")
+    fired: list[dict[str, Any]] = Field(description="Tiers run (or skipped) this idle period")
+    recent: list[dict[str, Any]] = Field(description="The last tiers run, newest last")
+
+
 class MemoryOut(BaseModel):
     """``GET /v1/memory``."""
 
@@ -292,6 +329,8 @@ class MemoryOut(BaseModel):
         description="Why the recommendation is null, when it is")
     memory_history: MemoryHistoryOut
     store: StoreOut
+    admission: AdmissionOut
+    idle: IdleOut
 
 
 class HealthOut(BaseModel):

@@ -17,6 +17,7 @@ from glmtts.shutdown import GracefulShutdown
 from service.settings import (
     DEFAULT_HEADER_TIMEOUT_S,
     DEFAULT_HOST,
+    DEFAULT_IDLE_TIERS,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_PENDING,
     DEFAULT_MAX_PER_CLIENT,
@@ -78,11 +79,42 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory-history", type=int, default=DEFAULT_MEMORY_HISTORY,
                         help="CUDA memory history ring, in entries, for /v1/memory/snapshot "
                              "(0: off; CUDA only)")
+    parser.add_argument("--memory-budget", type=_size, default=None,
+                        help="cap of the memory that admitted syntheses may take above the "
+                             "loaded model, e.g. 512MiB or 4GiB (a plain number is MiB); "
+                             "default: the free memory of the model's device (GPU: NVML free; "
+                             "CPU: available RAM)")
+    parser.add_argument("--unseen-peak", type=_size, default="2GiB",
+                        help="predicted peak of a request before any usable history "
+                             "(default 2GiB)")
+    parser.add_argument("--idle-tiers", type=_tiers, default=DEFAULT_IDLE_TIERS,
+                        help="idle seconds before a light cleanup, unloading the model and "
+                             "restarting the engine worker, e.g. 300,900,3600 (the default); "
+                             "'off' keeps everything loaded")
     parser.add_argument("--graceful-timeout", type=float, default=2.5,
                         help="seconds running requests get to finish on SIGINT/SIGTERM")
     from glmtts.cli import add_engine_arguments
 
     add_engine_arguments(parser)
+
+
+def _size(text: str) -> int:
+    from service.admission import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _tiers(text: str) -> tuple[float, ...]:
+    from service.errors import ServiceConfigError
+    from service.settings import parse_tiers
+
+    try:
+        return parse_tiers(text)
+    except ServiceConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
@@ -103,7 +135,9 @@ def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
         body_timeout_s=args.body_timeout, header_timeout_s=args.header_timeout,
         max_per_client=args.max_per_client,
         memory_history=args.memory_history, graceful_timeout_s=args.graceful_timeout,
-        access_log=bool(getattr(args, "verbose", False)))
+        access_log=bool(getattr(args, "verbose", False)),
+        memory_budget_bytes=args.memory_budget, unseen_peak_bytes=args.unseen_peak,
+        idle_tiers=tuple(args.idle_tiers))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

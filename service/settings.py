@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from glmtts.request import MAX_TEXT_CHARS
+from service.admission import DEFAULT_UNSEEN_PEAK_BYTES
 from service.errors import ServiceConfigError
 
 #: Environment variable holding the access token (``--token`` wins over it).
@@ -27,6 +28,8 @@ DEFAULT_MAX_PER_CLIENT = 32
 DEFAULT_HEADER_TIMEOUT_S = 10.0
 #: Entries of the CUDA memory history ring (each a few KB with Python stacks).
 DEFAULT_MEMORY_HISTORY = 100_000
+#: Idle seconds before each release tier: light cleanup, model unloaded, worker restarted.
+DEFAULT_IDLE_TIERS = (300.0, 900.0, 3600.0)
 
 
 def is_loopback(host: str) -> bool:
@@ -71,6 +74,11 @@ class ServiceSettings:
             used on CUDA.
         graceful_timeout_s: On SIGINT/SIGTERM, how long running requests may finish.
         access_log: Log every request (uvicorn's access log).
+        memory_budget_bytes: Cap of the admission's memory budget (None: the device's free
+            memory alone); see :mod:`service.admission`.
+        unseen_peak_bytes: Predicted demand of a request before any usable history.
+        idle_tiers: Idle seconds before a light cleanup, unloading the model and restarting
+            the worker (increasing; empty: no idle release); see :mod:`service.idle`.
     """
 
     host: str = DEFAULT_HOST
@@ -94,6 +102,9 @@ class ServiceSettings:
     memory_history: int = DEFAULT_MEMORY_HISTORY
     graceful_timeout_s: float = 2.5
     access_log: bool = False
+    memory_budget_bytes: int | None = None
+    unseen_peak_bytes: int = DEFAULT_UNSEEN_PEAK_BYTES
+    idle_tiers: tuple[float, ...] = DEFAULT_IDLE_TIERS
 
     def check(self) -> None:
         """Refuse settings the service must not run with.
@@ -123,8 +134,42 @@ class ServiceSettings:
         if self.max_per_client < 0:
             raise ServiceConfigError("--max-per-client must be 0 (no cap) or a number of "
                                      "connections")
+        if self.memory_budget_bytes is not None and self.memory_budget_bytes < 1:
+            raise ServiceConfigError("--memory-budget must be a positive size")
+        if self.unseen_peak_bytes < 1:
+            raise ServiceConfigError("--unseen-peak must be a positive size")
+        check_tiers(self.idle_tiers)
         if self.memory_history < 0:
             raise ServiceConfigError("--memory-history must be 0 (off) or a number of entries")
+
+
+def check_tiers(tiers: tuple[float, ...]) -> None:
+    """Refuse idle tiers that are not 1-3 positive, increasing numbers of seconds.
+
+    Raises:
+        ServiceConfigError: they are not.
+    """
+    if len(tiers) > 3 or any(not t > 0 for t in tiers) or list(tiers) != sorted(set(tiers)):
+        raise ServiceConfigError(f"--idle-tiers takes up to three increasing numbers of "
+                                 f"seconds (light cleanup, unload, worker restart), e.g. "
+                                 f"300,900,3600, or 'off'; not {tiers!r}")
+
+
+def parse_tiers(text: str) -> tuple[float, ...]:
+    """``300,900,3600`` -> (300.0, 900.0, 3600.0); ``off`` (or empty) -> ().
+
+    Raises:
+        ServiceConfigError: not numbers, or not valid tiers.
+    """
+    if text.strip().lower() in ("", "off", "0", "none"):
+        return ()
+    try:
+        tiers = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise ServiceConfigError(f"--idle-tiers takes numbers of seconds separated by "
+                                 f"commas (e.g. 300,900,3600) or 'off', not {text!r}") from None
+    check_tiers(tiers)
+    return tiers
 
 
 def token_from_env(given: str | None) -> str | None:

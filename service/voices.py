@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,8 @@ from glmtts.errors import GlmTtsError
 from glmtts.reference_audio import ReferenceAudioError, check_header
 
 #: A voice name: a letter or digit, then letters, digits, ``.``, ``_`` or ``-`` (64 at most).
+#: Voices a service keeps; registering one more removes the oldest.
+MAX_VOICES = 100
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _SUFFIX = {"WAV": ".wav", "FLAC": ".flac", "OGG": ".ogg", "MP3": ".mp3"}
 
@@ -68,6 +70,8 @@ class Voice:
     duration_s: float
     bytes: int
     created_at: int
+    #: Voices removed to make room for this one (only on registration; not stored).
+    evicted: tuple[str, ...] = field(default=(), compare=False)
 
     def to_json(self) -> dict[str, Any]:
         """The voice as the API lists it."""
@@ -84,13 +88,16 @@ class VoiceStore:
         folder: Where the voices live.
         reserved: Names that cannot be registered (the built-in voice names).
         max_text_chars: Longest transcript accepted.
+        max_voices: Voices kept at most: registering one more removes the oldest (by
+            registration time) first, and :attr:`evicted` says which.
     """
 
     def __init__(self, folder: Path, *, reserved: frozenset[str] = frozenset(),
-                 max_text_chars: int = 5000) -> None:
+                 max_text_chars: int = 5000, max_voices: int = MAX_VOICES) -> None:
         self.folder = Path(folder)
         self.reserved = frozenset(n.lower() for n in reserved)
         self.max_text_chars = max_text_chars
+        self.max_voices = max(1, int(max_voices))
         self._lock = threading.Lock()
 
     def _check_name(self, name: object) -> str:
@@ -101,7 +108,8 @@ class VoiceStore:
         return name
 
     def register(self, name: str, text: str, audio: bytes) -> Voice:
-        """Keep ``audio`` (after the gate) and ``text`` as the voice ``name``.
+        """Keep ``audio`` (after the gate) and ``text`` as the voice ``name``; with
+        :attr:`max_voices` voices already kept, the oldest go first (``voice.evicted``).
 
         Raises:
             VoiceRegistryError: a bad or reserved name, a name already taken (409), an empty or too
@@ -129,14 +137,20 @@ class VoiceStore:
                           channels=int(info.channels),
                           duration_s=round(info.frames / info.samplerate, 3),
                           bytes=len(audio), created_at=int(time.time()))
-            (Path(tmp) / "voice.json").write_text(json.dumps(asdict(voice)), encoding="utf-8")
+            (Path(tmp) / "voice.json").write_text(json.dumps(
+                {k: v for k, v in asdict(voice).items() if k != "evicted"}), encoding="utf-8")
             with self._lock:
                 if self._find(name) is not None:
                     raise VoiceRegistryError(f"a voice called {name!r} exists; delete it "
                                              "first", status=409, field="name",
                                              code="voice_exists")
+                kept = sorted(self.list(), key=lambda v: (
+                    v.created_at, (self.folder / v.name).stat().st_mtime_ns, v.name))
+                evicted = kept[:max(0, len(kept) - self.max_voices + 1)]
+                for old in evicted:
+                    shutil.rmtree(self.folder / old.name)
                 Path(tmp).rename(self.folder / name)
-        return voice
+        return replace(voice, evicted=tuple(v.name for v in evicted))
 
     def _find(self, name: str) -> Voice | None:
         """The voice ``name`` (names compare case-insensitively), or None."""

@@ -40,6 +40,9 @@ class Capabilities:
             the engine holds stale: ``(cleanup level, why)``, the level being ``none`` (the
             engine handles the switch itself), ``light``, ``full`` or ``restart``. The policy
             reads this instead of knowing engines; a feature not named needs nothing.
+        concurrent: True when one loaded model may serve several ``synthesize`` calls at once
+            from different threads (no state changes during a synthesis); the HTTP service
+            then admits as many as fit its memory budget, else one at a time.
     """
 
     native_sample_rate: int
@@ -49,6 +52,7 @@ class Capabilities:
     speech: bool = True
     invalidates: dict[str, tuple[str, str]] = field(default_factory=dict)
     lighter: dict[str, tuple[Any, Any, str]] = field(default_factory=dict)
+    concurrent: bool = False
 
     def reason(self, knob: str) -> str | None:
         """Why ``knob`` is ignored, or None when it is honoured."""
@@ -64,7 +68,8 @@ class Capabilities:
                 "sample_rates": list(self.sample_rates), "honours": sorted(self.honours),
                 "reasons": dict(self.reasons), "speech": self.speech,
                 "invalidates": {k: list(v) for k, v in self.invalidates.items()},
-                "lighter": {k: list(v) for k, v in self.lighter.items()}}
+                "lighter": {k: list(v) for k, v in self.lighter.items()},
+                "concurrent": self.concurrent}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Capabilities:
@@ -76,7 +81,8 @@ class Capabilities:
                    invalidates={k: (str(v[0]), str(v[1]))
                                 for k, v in data.get("invalidates", {}).items()},
                    lighter={k: (v[0], v[1], str(v[2]))
-                            for k, v in data.get("lighter", {}).items()})
+                            for k, v in data.get("lighter", {}).items()},
+                   concurrent=bool(data.get("concurrent", False)))
 
 
 _BASE_FIELDS = frozenset(f.name for f in dataclasses.fields(Capabilities))

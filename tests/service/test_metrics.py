@@ -165,10 +165,19 @@ def test_side_port_in_use_is_not_fatal() -> None:
 # ----------------------------------------------------------------------------- deploy files
 def exported_names() -> set[str]:
     """Every sample name the service's metrics can produce (histogram parts included)."""
+    from types import SimpleNamespace
+
+    from glmtts.telemetry import first_audio_histogram
+    from service.admission import Admission
+    from service.gauges import install_gauges
+
+    metrics = MemoryMetrics("glmtts", snapshot=gpu_snapshot,
+                            models=lambda: [ModelInfo("piper", "cuda:0", 1)])
+    first_audio_histogram(metrics)  # the service's own instruments, as the service adds them
+    install_gauges(SimpleNamespace(metrics=metrics, admitter=Admission(
+        lambda: 2**30, budget_bytes=None, capacity=None)))
     names = set()
-    for family in text_string_to_metric_families(
-            MemoryMetrics("glmtts", snapshot=gpu_snapshot,
-                          models=lambda: [ModelInfo("piper", "cuda:0", 1)]).exposition().decode()):
+    for family in text_string_to_metric_families(metrics.exposition().decode()):
         names.add(family.name)
         kind = family.type
         suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
@@ -185,7 +194,9 @@ def test_dashboard_charts_only_metrics_that_exist() -> None:
     assert not missing, missing
     for wanted in ("glmtts_nvml_device_memory_used_bytes", "glmtts_torch_reserved_bytes",
                    "glmtts_host_rss_bytes", "glmtts_event_duration_seconds_bucket",
-                   "glmtts_cleanup_freed_bytes_total", "glmtts_oom_recoveries_total"):
+                   "glmtts_cleanup_freed_bytes_total", "glmtts_oom_recoveries_total",
+                   "glmtts_speech_first_audio_seconds_bucket", "glmtts_admission_queue_length",
+                   "glmtts_admission_admitted_bytes", "glmtts_idle_releases_total"):
         assert wanted in used, wanted
     assert {v["name"] for v in dashboard["templating"]["list"]} >= {"datasource", "instance"}
 

@@ -215,6 +215,7 @@ def test_voices_register_list_use_delete_and_survive_a_restart(served, client, f
                          files={"audio": ("me.flac", _clip(), "audio/flac")})
         assert made.status_code == 201, made.text
         assert made.json()["format"] == "FLAC" and made.json()["duration_s"] == 3.0
+        assert made.json()["evicted"] == []  # one voice of at most 100
         again = http.post("/v1/voices", data={"name": "narrator", "text": "Again."},
                           files={"audio": ("me.flac", _clip(), "audio/flac")})
         assert again.status_code == 409 and again.json()["error"]["param"] == "name"

@@ -143,6 +143,8 @@ class PiperEngine(Engine):
             native_sample_rate=native,
             sample_rates=rates,
             honours=frozenset({"voice", "sample_rate", "seed", "speed"}),
+            # forward passes in inference mode change no state; espeak-ng has its own lock
+            concurrent=True,
             reasons={
                 "reference_audio": N_("Piper voices are fixed speakers: they do not clone a "
                                       "reference recording"),
