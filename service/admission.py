@@ -12,8 +12,9 @@ machine's available RAM on the CPU), capped by ``serve --memory-budget`` when gi
 is admitted when the predicted bytes of the syntheses already admitted plus its own fit the
 budget (free memory is read again at each decision; what running syntheses already took from
 it is counted twice, which errs on the safe side). Requests wait in arrival order: none passes
-one that waits before it. One that cannot fit even alone (its prediction above the budget with
-nothing admitted) is refused at once (:class:`AdmissionRefusedError`, 413) with both figures.
+one that waits before it. One whose prediction from history cannot fit even alone is refused at
+once (:class:`AdmissionRefusedError`, 413) with both figures; one with only the fixed estimate
+runs alone instead, and its measured peak replaces the guess.
 Engines that cannot run two syntheses on one model (``Capabilities.concurrent`` false, or
 in a worker process) are admitted one at a time, still within the budget.
 
@@ -192,7 +193,10 @@ class Admission:
 
     def _refuse_if_too_big(self, prediction: Prediction) -> None:
         budget, source = self.budget()
-        if budget is None:
+        if budget is None or prediction.source != "history":
+            # the fixed estimate for a configuration with no history is a guess: such a
+            # request runs alone (nothing else admitted beside it) and measures the real peak;
+            # refusing it would keep a small machine from ever learning its peaks
             return
         with self._cond:  # alone: the free memory now plus what admitted ones were granted
             alone = budget if source.startswith("explicit") else budget + sum(
