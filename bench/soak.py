@@ -3,7 +3,7 @@
 One :class:`glmtts.session.SynthesisSession` (piper engine, the embedded voice, CPU, no store,
 policy in its default *advise* mode) speaks deterministic texts of 10-400 characters
 (``bench._texts.soak_texts``; lengths skewed towards short texts so that 600 syntheses fit in
-5 minutes on a 2-core machine: mean about 70 characters, one in ten over 200). Part 1:
+5 minutes on a 2-core machine: mean about 53 characters, 36 of 600 over 200). Part 1:
 ``--count`` syntheses with no cleanup asked for (the session's own bounded heap trim, see
 ``monitoring.release.trim_if_grown``, is what is measured), printing this process's RSS after
 10, 100, 200 and the last. Part 2: three cycles of ``--cycle`` syntheses, each followed by a
@@ -39,9 +39,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--cycle", type=int, default=100)
-    parser.add_argument("--skew", type=float, default=2.0,
+    parser.add_argument("--skew", type=float, default=3.0,
                         help="text length skew (1: log-uniform, mean 110 characters; the "
-                             "default 2 favours short texts, mean 70, so that 600 syntheses "
+                             "default 3 favours short texts, mean 53, so that 600 syntheses "
                              "fit in 5 minutes on a small machine)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (0: torch's own choice; 1, the default, as the "

@@ -235,16 +235,22 @@ def _exit_now(code: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None, *, fast_exit: bool = False) -> int:
-    """Run one command; ``fast_exit`` (``python -m glmtts``) ends the process right after a
-    ``synth`` (see :func:`_exit_now`); the other commands end normally."""
+    """Run one command; ``fast_exit`` (``python -m glmtts``) ends the process right after an
+    in-process ``synth`` (see :func:`_exit_now`); the other commands end normally."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     code = _run(args)
-    if fast_exit and args.command == "synth":
-        _exit_now(code)
+    if fast_exit and args.command == "synth" and not _isolated(args):
+        _exit_now(code)  # (a worker's last output lines may still be on their way: not then)
     return code
+
+
+def _isolated(args: argparse.Namespace) -> bool:
+    from glmtts.worker.engine import isolated_by_default
+
+    return bool(args.isolate) or isolated_by_default(args.engine)
 
 
 def _run(args: argparse.Namespace) -> int:
