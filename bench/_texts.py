@@ -14,3 +14,27 @@ LONG = (
     "to remember how things used to be."
 )
 TEXTS = {"short": SHORT, "medium": MEDIUM, "long": LONG}
+
+
+def soak_texts(count: int, shortest: int = 10, longest: int = 400, seed: int = 17,
+               skew: float = 1.0) -> list[str]:
+    """``count`` deterministic texts of ``shortest``-``longest`` characters, cut at word
+    boundaries from the texts above, each ending with a full stop. Lengths are
+    ``shortest * (longest / shortest) ** (u ** skew)`` for uniform ``u``: log-uniform for
+    ``skew`` 1 (mean about 110 characters), more short texts for a larger ``skew``."""
+    import random
+
+    words = " ".join([LONG, MEDIUM, SHORT]).split()
+    rng = random.Random(seed)
+    texts = []
+    for _ in range(count):
+        target = round(shortest * (longest / shortest) ** (rng.random() ** skew))
+        start = rng.randrange(len(words))
+        picked: list[str] = []
+        i = start
+        while len(" ".join(picked)) + 1 < target:
+            picked.append(words[i % len(words)])
+            i += 1
+        text = " ".join(picked)[: longest - 1].rstrip(" ,.:")
+        texts.append(text[0].upper() + text[1:] + ".")
+    return texts

@@ -1,3 +1,3 @@
 from glmtts.cli import main
 
-raise SystemExit(main())
+raise SystemExit(main(fast_exit=True))

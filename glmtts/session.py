@@ -35,6 +35,7 @@ from monitoring.policy import (
     recommend,
 )
 from monitoring.records import EventRecord
+from monitoring.release import trim_if_grown
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +230,8 @@ class SynthesisSession:
                     if outcome:  # recorded with its outcome
                         handle.set(outcome=outcome)
                     raise
+                if not self.engine.isolated:  # a worker trims its own heap
+                    handle.set(heap_trimmed_bytes=trim_if_grown())
                 handle.set(audio_s=round(result.duration_s, 4), wall_s=round(result.wall_s, 4),
                            rtf=result.rtf, seed=result.metadata.get("seed"),
                            sample_rate=result.sample_rate, timings=result.timings)

@@ -1,4 +1,8 @@
-"""``python -m glmtts sweep``: the tuning sweep of :mod:`glmtts.sweep` from the command line."""
+"""``python -m glmtts sweep``: the tuning sweep of :mod:`glmtts.sweep` from the command line.
+
+:mod:`glmtts.sweep` (and the monitoring package under it) is imported only when a sweep runs:
+every command builds this parser, and ``synth`` has no use for them.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from glmtts.errors import GlmTtsError
-from glmtts.sweep import (
-    DEFAULT_TEXTS,
-    GIB,
-    MIB,
-    SweepPoint,
-    SweepSpec,
-    _known,
-    rank_configurations,
-    run_sweep,
-)
 
 
 def _switch(value: str) -> bool:
@@ -55,12 +49,22 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _mib(value: Any) -> str:
+    from glmtts.sweep import MIB, _known
+
     return f"{value / MIB:,.1f}" if _known(value) else "-"
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """``python -m glmtts sweep``: run the grid, write the CSV, print the ranking."""
     from glmtts.device import resolve_device
+    from glmtts.sweep import (
+        DEFAULT_TEXTS,
+        GIB,
+        SweepPoint,
+        SweepSpec,
+        rank_configurations,
+        run_sweep,
+    )
     from monitoring import open_store
 
     device = resolve_device("cpu" if args.cpu else args.device)

@@ -12,7 +12,9 @@ import ctypes
 import functools
 import gc
 import logging
+import os
 import sys
+import threading
 from typing import Any
 
 _log = logging.getLogger(__name__)
@@ -55,3 +57,50 @@ def light_steps() -> dict[str, Any]:
         "empty_cache_called": empty_cache(),
         "malloc_trimmed": malloc_trim(),
     }
+
+
+# ----------------------------------------------------------------- bounded heap retention
+#: RSS growth (bytes) since the last trim after which :func:`trim_if_grown` trims.
+TRIM_GROWTH_BYTES = 96 * 2**20
+_guard_lock = threading.Lock()
+_guard: dict[str, int] = {}  # "floor": this process's RSS right after the last trim
+
+
+def rss_bytes() -> int | None:
+    """This process's resident set size from ``/proc/self/statm`` (about 10 µs), or None."""
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def trim_if_grown(growth_bytes: int = TRIM_GROWTH_BYTES) -> int | None:
+    """After a synthesis: ``malloc_trim(0)`` when this process's RSS has grown by more than
+    ``growth_bytes`` since the last trim (or since the first call); returns the bytes it gave
+    back (0: no trim was due), or None where there is no glibc or no ``/proc``.
+
+    glibc keeps memory that a synthesis freed (a CPU synthesis of a long text frees hundreds of
+    MB of activations, mostly in fragments it cannot give back by itself), so without a trim the
+    RSS of a long-running process climbs by that much and stays there. Trimming after every
+    synthesis would cost the next one the page faults of its whole working set; trimming only
+    past this growth bounds the retention at about ``growth_bytes`` for a trim every few long
+    syntheses (a trim takes about 10 ms).
+    """
+    if _glibc() is None:
+        return None
+    rss = rss_bytes()
+    if rss is None:
+        return None
+    with _guard_lock:
+        floor = _guard.setdefault("floor", rss)
+        if rss - floor <= growth_bytes:
+            _guard["floor"] = min(floor, rss)
+            return 0
+        malloc_trim()
+        after = rss_bytes() or rss
+        _guard["floor"] = after
+        return max(0, rss - after)

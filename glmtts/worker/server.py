@@ -197,9 +197,12 @@ class Worker:
         before = probe.try_read()
         probe.reset_peaks()
         result = target.synthesize(req)
+        from monitoring.release import trim_if_grown
+
+        trimmed = trim_if_grown()  # bounds what glibc keeps of the freed activations
         after = probe.try_read()
         audio = np.ascontiguousarray(result.audio, dtype="<f4")
-        memory = {"before": before, "after": after,
+        memory = {"before": before, "after": after, "heap_trimmed_bytes": trimmed,
                   "releasable_bytes": probe.releasable_bytes() if after else None,
                   "unavailable": probe.unavailable_reason}
         return ({"sample_rate": result.sample_rate, "timings": result.timings,

@@ -163,17 +163,20 @@ class PiperEngine(Engine):
             cfg, state = cached
         else:
             cfg, state = self._convert()
-            if self.cache:
-                voice_cache.save(self.voice_path, cfg, state)
         if cfg.num_symbols != self.config.num_symbols:
             raise VoiceError(f"the voice config says {self.config.num_symbols} symbols but "
                              f"the model has {cfg.num_symbols}: config and model do not match")
-        model = VitsVoice(cfg)
+        model = VitsVoice.for_weights(cfg)  # every weight is assigned next
         model.load_state_dict(state, assign=True)
         model.requires_grad_(False).eval()
-        model.dec.fold_block_mean()
-        model.flow.to(memory_format=torch.channels_last)
-        model.dec.to(memory_format=torch.channels_last)
+        if cached is not None:  # saved as run: folded and channels-last, used in place
+            model.dec.mark_folded()
+        else:
+            model.dec.fold_block_mean()
+            model.flow.to(memory_format=torch.channels_last)
+            model.dec.to(memory_format=torch.channels_last)
+            if self.cache:
+                voice_cache.save(self.voice_path, cfg, model.state_dict())
         self._model = model.to(target)
         self._device = target
         log.info("loaded %s on %s (%d parameters)", self.voice_name, target,
@@ -184,7 +187,8 @@ class PiperEngine(Engine):
         when the cache is on)."""
         weights, attrs = read_onnx_voice(self.voice_path)
         cfg = infer_config(weights, attrs)
-        expected = {k: tuple(v.shape) for k, v in VitsVoice(cfg).state_dict().items()}
+        expected = {k: tuple(v.shape) for k, v in
+                    VitsVoice.for_weights(cfg).state_dict().items()}
         check_shapes(expected, weights)
         return cfg, {k: torch.from_numpy(np.array(weights[k], dtype=np.float32)).reshape(shape)
                      for k, shape in expected.items()}

@@ -28,8 +28,10 @@ from glmtts.engines.piper.vits_config import VitsConfig
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "GLMTTS_CACHE_DIR"
-#: Format of an entry; an entry of another format is converted again.
-FORMAT = 1
+#: Format of an entry; an entry of another format is converted again. Format 2 holds the
+#: weights as the engine runs them (HiFi-GAN's block mean folded in, flow and decoder
+#: channels-last), so that a load uses the mapped file as it is, without a copy.
+FORMAT = 2
 
 
 def cache_root() -> Path:
@@ -44,7 +46,8 @@ def cache_root() -> Path:
 def _entry(voice: Path) -> tuple[Path, os.stat_result]:
     st = voice.stat()
     key = hashlib.sha256(f"{voice.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
-    return cache_root() / "voices" / f"{voice.stem}-{key.hexdigest()[:16]}.pt", st
+    # The format is in the name: programs of two formats sharing a cache keep an entry each.
+    return cache_root() / "voices" / f"{voice.stem}-{key.hexdigest()[:16]}-f{FORMAT}.pt", st
 
 
 def _file_hash(path: Path) -> str:
@@ -79,6 +82,13 @@ def _tuples(value: Any) -> Any:
     return value
 
 
+def _dense(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as saved: its own layout when dense (channels-last stays so), else contiguous."""
+    if t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last):
+        return t
+    return t.contiguous()
+
+
 def save(voice: Path, config: VitsConfig, state: dict[str, torch.Tensor]) -> Path | None:
     """Keep ``voice``'s converted weights (written atomically); None when the cache folder is
     not writable (logged, never fatal)."""
@@ -87,7 +97,7 @@ def save(voice: Path, config: VitsConfig, state: dict[str, torch.Tensor]) -> Pat
         entry.parent.mkdir(parents=True, exist_ok=True)
         payload = {"format": FORMAT, "size": st.st_size, "sha256": _file_hash(voice),
                    "config": dataclasses.asdict(config),
-                   "state": {k: v.contiguous() for k, v in state.items()}}
+                   "state": {k: _dense(v) for k, v in state.items()}}
         fd, tmp = tempfile.mkstemp(dir=entry.parent, suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
             torch.save(payload, fh)

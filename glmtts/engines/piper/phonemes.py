@@ -41,18 +41,34 @@ class Sentence:
 
 
 def _bridge():
-    """Import and initialise espeak-ng once; raise :class:`VoiceError` when it is missing."""
+    """Import and initialise espeak-ng once; raise :class:`VoiceError` when it is missing.
+
+    The extension is loaded from the ``piper`` package's folder without running the package's
+    ``__init__``, which would import onnxruntime (about 0.1 s and 15 MB that we never use).
+    """
     if _STATE["bridge"] is None:
-        try:
-            import piper
-            from piper import espeakbridge
-        except ImportError as exc:
-            raise VoiceError("espeak-ng is not available: install the 'piper-tts' package "
-                             "(pip install -r requirements.txt)") from exc
+        import importlib.util
+        import sys
+        from importlib.machinery import EXTENSION_SUFFIXES
         from pathlib import Path
 
-        espeakbridge.initialize(str(Path(piper.__file__).parent / "espeak-ng-data"))
-        _STATE["bridge"] = espeakbridge
+        spec = importlib.util.find_spec("piper")
+        folders = [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
+        found = [f / f"espeakbridge{sfx}" for f in folders for sfx in EXTENSION_SUFFIXES
+                 if (f / f"espeakbridge{sfx}").is_file()]
+        if not found:
+            raise VoiceError("espeak-ng is not available: install the 'piper-tts' package "
+                             "(pip install -r requirements.txt)")
+        bridge = sys.modules.get("piper.espeakbridge")
+        if bridge is None:
+            ext = importlib.util.spec_from_file_location("piper.espeakbridge", found[0])
+            assert ext is not None and ext.loader is not None
+            bridge = importlib.util.module_from_spec(ext)
+            ext.loader.exec_module(bridge)
+            if "piper" not in sys.modules:  # a later `import piper.espeakbridge` makes its own
+                sys.modules.pop("piper.espeakbridge", None)  # module (same library and state)
+        bridge.initialize(str(found[0].parent / "espeak-ng-data"))
+        _STATE["bridge"] = bridge
     return _STATE["bridge"]
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.overrides import TorchFunctionMode
 
 from glmtts.engines.piper.vits_config import VitsConfig
 from glmtts.engines.piper.vits_flows import CouplingFlow, StochasticDurationPredictor
@@ -89,6 +90,11 @@ class HifiGanDecoder(nn.Module):
             conv.weight.mul_(self._mean_scale)
         self._mean_scale = 1.0
 
+    def mark_folded(self) -> None:
+        """Weights that were saved after :meth:`fold_block_mean` (the voice cache's) are
+        folded already: only record it."""
+        self._mean_scale = 1.0
+
     def _stage(self, i: int, x: torch.Tensor, valid: int) -> tuple[torch.Tensor, int]:
         """Upsampling stage ``i``: returns the (unscaled) sum of its residual blocks."""
         if i and self._mean_scale != 1.0:
@@ -138,6 +144,18 @@ class HifiGanDecoder(nn.Module):
         return torch.cat(pieces)
 
 
+class _SkipInit(TorchFunctionMode):
+    """Within it (this thread only), ``torch.nn.init`` functions leave their tensor as it is.
+
+    The ``meta`` device would skip the allocation as well, but initialising a meta tensor
+    imports ``torch._dynamo`` and sympy (1.5 s, 70 MB)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return args[0] if args else (kwargs or {}).get("tensor")
+        return func(*args, **(kwargs or {}))
+
+
 # --------------------------------------------------------------------------- the whole voice
 class VitsVoice(nn.Module):
     """Phoneme ids -> waveform for one sentence (batch 1).
@@ -155,6 +173,14 @@ class VitsVoice(nn.Module):
         self.dp = StochasticDurationPredictor(cfg)
         self.flow = CouplingFlow(cfg)
         self.dec = HifiGanDecoder(cfg)
+
+    @classmethod
+    def for_weights(cls, cfg: VitsConfig) -> VitsVoice:
+        """A voice whose parameters are left uninitialised, for weights that are all assigned
+        next (``load_state_dict(..., assign=True)``, strict): skips about 0.1 s of random
+        initialisation and never touches the pages of the placeholder tensors."""
+        with _SkipInit():
+            return cls(cfg)
 
     def durations(self, ids: torch.Tensor, noise_w: float, length_scale: float,
                   generator: torch.Generator | None = None
