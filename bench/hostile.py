@@ -17,7 +17,7 @@
 Prints each figure; last line ``ratio: X`` = events stored / events expected (must be 1.0).
 The server's RSS increase while it refuses the audio bomb is printed too (must stay < 100 MiB).
 
-Usage: python bench/hostile.py [--quick] (--quick: a 120 s bomb and a 4 s lock, for the test)
+Usage: python bench/hostile.py [--quick] (--quick: a 120 s bomb and a 4 s lock)
 """
 
 from __future__ import annotations
@@ -347,21 +347,22 @@ def locked_batch(work: Path, report: Report, lock_s: float, lines: int = 20,
     report.batch_stored += _count_syntheses(db)
 
 
-def run(work: Path, *, bomb_seconds: int = 600, lock_s: float = 10.0) -> Report:
-    """Everything above; the report of one run."""
+def run(work: Path, *, bomb_seconds: int = 600, lock_s: float = 10.0, batch_lines: int = 20,
+        normal: int = 6, server_args: tuple[str, ...] = ()) -> Report:
+    """Everything above; the report of one run (``server_args``: more ``serve`` options)."""
     report = Report()
-    server = Server(work)
+    server = Server(work, *server_args)
     try:
         report.events_expected += hostile_requests(server, report, work, bomb_seconds)
-        report.events_expected += slow_clients(server, report)
+        report.events_expected += slow_clients(server, report, normal)
     finally:
         code = server.stop()
     report.answers["service exit code"] = code
     log = server.log.read_text(errors="replace")
     report.tracebacks = log.count("Traceback")
     report.events_stored = _count_syntheses(server.db)
-    locked_batch(work / "lock-during", report, lock_s)
-    locked_batch(work / "lock-at-start", report, lock_s, lines=10, at_start=True)
+    locked_batch(work / "lock-during", report, lock_s, lines=batch_lines)
+    locked_batch(work / "lock-at-start", report, lock_s, lines=batch_lines // 2, at_start=True)
     return report
 
 
