@@ -21,7 +21,6 @@ Last line: ``ratio: X`` = median time to first streamed audio / median time to t
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import statistics
 import subprocess
@@ -36,33 +35,7 @@ sys.path.insert(0, str(ROOT))
 import httpx
 
 from bench._texts import LONG
-from bench.service_overhead import free_port
-
-READY_TIMEOUT_S = 120.0
-
-
-def start_service(folder: Path, threads: int) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "GLMTTS_DB": str(folder / "service.sqlite3"),
-           "OMP_NUM_THREADS": str(threads)}
-    env.pop("GLMTTS_TOKEN", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "glmtts", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--cpu", "--preload"], cwd=ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the service exited: {proc.stderr.read().decode()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/v1/health", timeout=2).json().get("loaded"):
-                return proc, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("the service did not start in time")
+from bench.service_overhead import start_service
 
 
 def main() -> None:
