@@ -99,10 +99,10 @@ def guarded_protocol(header_timeout_s: float | None, max_per_client: int) -> typ
         def _headers_late(self) -> None:
             self._deadline = None
             if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
-                return
+                return  # closed already, or the head arrived (the body has its own limit)
             if self.cycle is None or self.cycle.response_complete:
                 # nothing or only part of a request head arrived: answer and hang up
-                if self.conn.their_state is h11.IDLE and self._partial_head():
+                if self._partial_head():
                     self.transport.write(late)
                 self.transport.close()
 
@@ -111,5 +111,4 @@ def guarded_protocol(header_timeout_s: float | None, max_per_client: int) -> typ
             closed without an answer, as uvicorn does)."""
             return bool(self.conn.trailing_data[0])
 
-    GuardedH11Protocol.open_per_address = open_per_address  # type: ignore[attr-defined]
     return GuardedH11Protocol

@@ -15,6 +15,7 @@ import threading
 
 from glmtts.shutdown import GracefulShutdown
 from service.settings import (
+    DEFAULT_BODY_TIMEOUT_S,
     DEFAULT_HEADER_TIMEOUT_S,
     DEFAULT_HOST,
     DEFAULT_IDLE_TIERS,
@@ -65,7 +66,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest JSON body (413 above)")
     parser.add_argument("--max-upload-bytes", type=int, default=DEFAULT_MAX_UPLOAD_BYTES,
                         help="largest multipart request with reference audio (413 above)")
-    parser.add_argument("--body-timeout", type=float, default=20.0,
+    parser.add_argument("--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT_S,
                         help="seconds a request body may stall between chunks (408 above)")
     parser.add_argument("--header-timeout", type=float, default=DEFAULT_HEADER_TIMEOUT_S,
                         help="seconds a client has to send its request line and headers "

@@ -24,6 +24,8 @@ DEFAULT_MAX_UPLOAD_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_PENDING = 16
 #: Open connections one client address may hold (0: no cap); behind a proxy, raise or turn off.
 DEFAULT_MAX_PER_CLIENT = 32
+#: Seconds a request body may stall between chunks (408 above).
+DEFAULT_BODY_TIMEOUT_S = 20.0
 #: Seconds a client has to send a whole request head (request line and headers).
 DEFAULT_HEADER_TIMEOUT_S = 10.0
 #: Entries of the CUDA memory history ring (each a few KB with Python stacks).
@@ -95,7 +97,7 @@ class ServiceSettings:
     max_text_chars: int = MAX_TEXT_CHARS
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
-    body_timeout_s: float = 20.0
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
     max_pending: int = DEFAULT_MAX_PENDING
     header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
     max_per_client: int = DEFAULT_MAX_PER_CLIENT
