@@ -18,4 +18,11 @@ fi
 # Several tests run a server process beside the test process: one torch thread each keeps two
 # cores from being oversubscribed (run times then vary ten-fold). The app itself is unaffected.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-exec .venv/bin/python -m pytest "$@"
+# Two pytest workers (pytest-xdist), whole files per worker (module fixtures start once): most
+# tests wait on a server, a browser or a subprocess, so two at a time take about half as long.
+# GLMTTS_TEST_WORKERS=0 runs them in this process, one after another.
+workers="${GLMTTS_TEST_WORKERS:-2}"
+if [ "$workers" = 0 ]; then
+  exec .venv/bin/python -m pytest "$@"
+fi
+exec .venv/bin/python -m pytest -n "$workers" --dist loadfile "$@"

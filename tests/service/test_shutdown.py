@@ -1,5 +1,6 @@
-"""Clean shutdown: SIGTERM/SIGINT release the model, keep every committed event, exit 0 fast;
-and the reusable :class:`GracefulShutdown` helper on its own."""
+"""Clean shutdown: SIGTERM/SIGINT release the model, keep every committed event, exit 0
+without waiting for the work in flight; and the reusable :class:`GracefulShutdown` helper
+on its own."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-EXIT_LIMIT_S = 5.0
+# A guard against a hang, not a speed target: the service ends in-flight work after its
+# graceful timeout, so on any machine it exits long before this; how fast it exits is printed.
+EXIT_LIMIT_S = 60.0
 LONG_TEXT = ("This sentence is long enough to keep the engine busy for a little while, so "
              "that the signal arrives in the middle of it.")
 
