@@ -46,6 +46,7 @@ from service import schemas
 from service.admission import AdmissionRefusedError
 from service.errors import BusyError
 from service.middleware import BodyLimit, BodyStalledError, BodyTooLargeError
+from service.routing import get_and_head
 from service.runtime import Service, new_synthesis_id
 from service.voices import gate_reference
 
@@ -391,7 +392,7 @@ def create_app(service: Service) -> FastAPI:
         return _error(500, f"internal error ({type(exc).__name__}); see the service log")
 
     # ------------------------------------------------------------------------ routes
-    @app.api_route("/v1/health", methods=["GET", "HEAD"], response_model=schemas.HealthOut,
+    @get_and_head(app, "/v1/health", response_model=schemas.HealthOut,
                    tags=["service"],
              responses=_errors(401), summary="Is the service up, and is its model loaded")
     def health() -> dict[str, Any]:
@@ -524,7 +525,7 @@ def create_app(service: Service) -> FastAPI:
             "upstream_modules_left": result.details.get("upstream_modules_left"),
         }
 
-    @app.api_route("/v1/memory", methods=["GET", "HEAD"], response_model=schemas.MemoryOut,
+    @get_and_head(app, "/v1/memory", response_model=schemas.MemoryOut,
                    tags=["memory"],
              summary="Every memory figure now, the models held, and the policy's advice",
              responses=_errors(401))
@@ -555,7 +556,7 @@ def create_app(service: Service) -> FastAPI:
                       "fallback_reason": store.fallback_reason},
         }
 
-    @app.api_route("/v1/memory/snapshot", methods=["GET", "HEAD"], tags=["memory"],
+    @get_and_head(app, "/v1/memory/snapshot", tags=["memory"],
                    response_class=Response,
              summary="CUDA memory snapshot (pickle) for https://pytorch.org/memory_viz",
              responses={200: {"description": "torch.cuda.memory._snapshot(), pickled",
@@ -573,7 +574,7 @@ def create_app(service: Service) -> FastAPI:
             "Content-Disposition": f'attachment; filename="{snapshot_filename()}"',
             "X-Memory-History": "recording" if history.recording else "off"})
 
-    @app.api_route(METRICS_PATH, methods=["GET", "HEAD"], tags=["service"],
+    @get_and_head(app, METRICS_PATH, tags=["service"],
                    response_class=Response,
              summary="Prometheus metrics (text format)",
              responses={200: {"description": "Prometheus text exposition format 0.0.4",

@@ -47,6 +47,7 @@ from service import audio_formats, schemas
 from service.admission import AdmissionRefusedError
 from service.errors import BusyError
 from service.middleware import BodyStalledError, BodyTooLargeError, TokenAuth
+from service.routing import get_and_head
 from service.runtime import Service, new_synthesis_id
 from service.speech_stream import stream_speech
 from service.voices import NAME_PATTERN, VoiceRegistryError, VoiceStore, gate_reference
@@ -431,7 +432,7 @@ def openai_router(service: Service) -> APIRouter:
         service.first_audio.labels("none").observe(time.perf_counter() - started)
         return Response(audio, media_type=fmt.media_type, headers=headers)
 
-    @router.api_route("/v1/models", methods=["GET", "HEAD"], response_model=ModelList,
+    @get_and_head(router, "/v1/models", response_model=ModelList,
                       summary="The models (engine names) this service answers to",
                       responses=_errors(401))
     def models() -> dict[str, Any]:
@@ -440,7 +441,7 @@ def openai_router(service: Service) -> APIRouter:
             {"id": n, "object": "model", "created": started, "owned_by": "glmtts",
              "engine": session.engine_name} for n in dict.fromkeys(names)]}
 
-    @router.api_route("/v1/voices", methods=["GET", "HEAD"], response_model=VoiceList,
+    @get_and_head(router, "/v1/voices", response_model=VoiceList,
                       summary="Registered voices (reference clip and transcript)",
                       responses=_errors(401))
     def list_voices() -> dict[str, Any]:
@@ -489,12 +490,12 @@ def openai_router(service: Service) -> APIRouter:
         voice = voices.delete(name)
         return {"id": voice.name, "object": "voice.deleted", "deleted": True}
 
-    @router.api_route("/health", methods=["GET", "HEAD"], response_model=Probe,
+    @get_and_head(router, "/health", response_model=Probe,
                       summary="Liveness: the service answers", responses=_errors(401))
     def health() -> dict[str, Any]:
         return {"status": "ok", "engine": session.engine_name, "loaded": session.loaded}
 
-    @router.api_route("/ready", methods=["GET", "HEAD"], response_model=Probe,
+    @get_and_head(router, "/ready", response_model=Probe,
                       summary="Readiness: the model is loaded, or its engine can load here",
                       responses={503: {"model": Probe, "description": "The engine cannot "
                                                                       "run here (reason)"},
