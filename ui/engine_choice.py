@@ -56,7 +56,8 @@ def _takes_dtype(engine: str) -> bool:
     return "dtype" in inspect.signature(engine_class(engine).__init__).parameters
 
 
-_DTYPE_WORDS = {"auto": N_("auto (fp32 unless it will not fit)"), "fp32": N_("fp32"),
+_DTYPE_WORDS = {"auto": N_("auto (fp32 unless it will not fit)"),
+                "fp32": N_("fp32 (upstream's precision)"),
                 "bf16": N_("bf16 (half the weights)"), "fp16": N_("fp16 (half the weights)")}
 
 
