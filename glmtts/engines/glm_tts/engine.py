@@ -68,7 +68,7 @@ from glmtts.engines.glm_tts.precision import cast_parts, loading_in, weights_est
 from glmtts.engines.glm_tts.upstream import Checkout, Modules, modules_under
 from glmtts.engines.weights import tensor_bytes
 from glmtts.errors import DeviceUnavailableError, InvalidRequestError
-from glmtts.precision import check_choice, check_dtype
+from glmtts.precision import check_choice, check_dtype, torch_dtype
 from glmtts.reference_audio import ReferenceAudio, ReferenceAudioError, load_reference
 from glmtts.request import SynthesisRequest, SynthesisResult
 
@@ -185,8 +185,9 @@ class GlmTtsEngine(Engine):
 
     # ------------------------------------------------------------------ model life
     def choose_dtype(self, dtype: str) -> None:
+        torch_dtype(dtype)  # a precision, not "auto"
         if self.requested_dtype == "auto" and self._parts is None:
-            self.dtype_name = check_choice(dtype)
+            self.dtype_name = dtype
 
     def memory_estimate(self, dtype: str, request: SynthesisRequest | None = None
                         ) -> tuple[int, int | None]:
