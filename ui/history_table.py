@@ -15,7 +15,6 @@ from monitoring.units import fmt_bytes, fmt_seconds
 COLUMNS: dict[str, tuple[str, str]] = {
     "kind": (N_("Kind"), "kind"),
     "label": (N_("What"), "text"),
-    "dtype": (N_("Precision"), "text"),
     "duration_s": (N_("Took"), "seconds"),
     "ok": (N_("OK"), "flag"),
     "error_type": (N_("Error"), "text"),
@@ -23,6 +22,7 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "host_rss_peak_above": (N_("Host RSS peak above start"), "signed bytes"),
     "torch_reserved_after_bytes": (N_("torch reserved after"), "bytes"),
     "nvml_process_after_bytes": (N_("GPU used by the process after (NVML)"), "bytes"),
+    "dtype": (N_("Precision"), "text"),
 }
 #: The event kinds as the table names them (:data:`monitoring.records.EVENT_KINDS`).
 KIND_WORDS = {
