@@ -49,6 +49,10 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--home", help="GLM-TTS checkout folder (default: $GLMTTS_HOME)")
     parser.add_argument("--phoneme", action="store_true",
                         help="GLM-TTS phoneme mode (upstream's use_phoneme)")
+    parser.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"),
+                        help="weight precision of glm-tts (its language model and flow) and "
+                             "the twin (default auto: fp32, unless fp32 is predicted not to "
+                             "fit the GPU's free memory and 16 bits would)")
     parser.add_argument("--isolate", action="store_true",
                         help="run the engine in a worker process (glm-tts always does, with "
                              "the interpreter of --python)")
@@ -70,10 +74,13 @@ def engine_options(args: argparse.Namespace) -> dict[str, object]:
     accepted = inspect.signature(engine_class(args.engine).__init__).parameters
     given = {"voice": getattr(args, "voice", None), "home": args.home,
              "use_phoneme": True if args.phoneme else None,
-             "cache": False if getattr(args, "no_cache", False) else None}
+             "cache": False if getattr(args, "no_cache", False) else None,
+             "dtype": getattr(args, "dtype", None)}
     flags = {"voice": "--voice", "home": "--home", "use_phoneme": "--phoneme",
-             "cache": "--no-cache"}
+             "cache": "--no-cache", "dtype": "--dtype"}
     options: dict[str, object] = {}
+    if "dtype" in accepted and given["dtype"] is None:
+        options["dtype"] = "auto"  # said, so that an engine in a worker is known to decide
     for name, value in given.items():
         if value is None:
             continue
@@ -158,6 +165,7 @@ def _refuse_unused(args: argparse.Namespace, engine: object) -> None:
 
 def cmd_synth(args: argparse.Namespace) -> int:
     from glmtts.audio import write_wav
+    from glmtts.auto_precision import cli_decide
     from glmtts.engines import create_engine
     from glmtts.request import SynthesisRequest
     from glmtts.worker.engine import WorkerEngine, isolated_by_default
@@ -183,8 +191,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
         _refuse_unused(args, engine)
         engine.check(request)
         t0 = time.perf_counter()
-        engine.load("cpu" if args.cpu else args.device)
+        device = engine.resolve_device("cpu" if args.cpu else args.device)
+        choice = cli_decide(engine, device, request)
+        engine.load(device)
         load_s = time.perf_counter() - t0
+        precision = precision_lines(engine, device, choice)
         result = engine.synthesize(request)
         write_wav(args.output, result.audio, result.sample_rate)  # before anything unloads
         speech = engine.capabilities.speech
@@ -194,6 +205,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
         print("note: this engine's audio is not speech (a memory twin)")
     for note in request.notes:
         print(f"note: {note}")
+    for line in precision:
+        print(line)
     worker = result.metadata.get("worker")
     where = f", worker pid {worker['pid']}" if worker else ""
     print(f"wrote {args.output} ({result.sample_rate} Hz, seed {result.metadata.get('seed')}, "
@@ -201,6 +214,27 @@ def cmd_synth(args: argparse.Namespace) -> int:
     print(f"duration {result.duration_s:.2f} s, wall {result.wall_s:.2f} s "
           f"(load {load_s:.2f} s), real-time factor {result.rtf:.3f}")
     return 0
+
+
+def precision_lines(engine: object, device: str, choice: object) -> list[str]:
+    """What ``synth`` says about the loaded precision: the weights' size in it, why ``auto``
+    chose 16 bits, and a note where the CPU has no native kernels for it."""
+    from glmtts.precision import slow_note
+
+    dtype = getattr(engine, "dtype_name", None)
+    if dtype is None:
+        return []
+    weights = engine.model_bytes()  # type: ignore[attr-defined]
+    size = f"{weights:,} bytes ({weights / 2**20:.1f} MiB)" if weights else "unknown size"
+    lines = [f"weights: {size} in {dtype}"
+             + (" (auto)" if getattr(engine, "requested_dtype", None) == "auto" else "")]
+    reason = getattr(choice, "line", None)
+    if reason:
+        lines.append(f"note: {reason}")
+    slow = slow_note(dtype, device)
+    if slow:
+        lines.append(f"note: {slow}")
+    return lines
 
 
 def cmd_batch(args: argparse.Namespace) -> int:

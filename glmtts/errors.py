@@ -15,6 +15,14 @@ class InvalidRequestError(GlmTtsError, ValueError):
         self.field = field
 
 
+class DtypeUnsupportedError(InvalidRequestError):
+    """The chosen weight precision (``dtype``) is one the device cannot run usefully; the
+    message says why and what to choose instead (field ``dtype``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("dtype", message)
+
+
 class VoiceError(GlmTtsError):
     """A voice (model file and its config) is missing, unreadable or inconsistent."""
 

@@ -11,6 +11,15 @@ from monitoring.policy import Recommendation
 from monitoring.records import EventRecord
 
 
+def freed_text(result: CleanupResult) -> str:
+    """What a cleanup freed, per probe, in one phrase (for the recovery's sentence)."""
+    parts = [(result.nvml_process_freed_bytes, "GPU memory (NVML, this process)"),
+             (result.torch_reserved_freed_bytes, "torch reserved"),
+             (result.host_rss_freed_bytes, "host RSS")]
+    return ", ".join(f"{v / 2**20:.1f} MiB {name}" for v, name in parts if v is not None) or (
+        "an unmeasured amount")
+
+
 @dataclass(frozen=True)
 class CleanupOption:
     """One cleanup level as offered now: what it would free and what coming back costs.

@@ -32,6 +32,10 @@ class LoadedModel:
     device: str
     weights_bytes: int | None
     worker_pid: int | None = None
+    #: Precision of the weights (``fp32``, ``bf16``, ``fp16``); None for an engine without one.
+    dtype: str | None = None
+    #: The ``dtype`` option as given (``auto`` when the precision was chosen at load).
+    dtype_requested: str | None = None
 
 
 def loaded_models() -> list[LoadedModel]:
@@ -44,7 +48,8 @@ def loaded_models() -> list[LoadedModel]:
         if engine.loaded and engine.device is not None:
             out.append(LoadedModel(s.label, engine.name, getattr(engine, "voice_name", None),
                                    engine.device, engine.model_bytes(),
-                                   getattr(engine, "pid", None)))
+                                   getattr(engine, "pid", None), engine.dtype_name,
+                                   engine.requested_dtype))
     return out
 
 

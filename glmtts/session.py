@@ -16,10 +16,11 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from glmtts.auto_precision import load_features, session_decide
 from glmtts.engines import DEFAULT_ENGINE, create_engine
 from glmtts.engines.base import Engine
 from glmtts.errors import GlmTtsError, OutOfMemoryError, is_out_of_memory
-from glmtts.outcome import CleanupOption, SynthesisOutcome
+from glmtts.outcome import CleanupOption, SynthesisOutcome, freed_text
 from glmtts.registry import device_lock, register, unregister
 from glmtts.request import SynthesisRequest, SynthesisResult
 from glmtts.worker.engine import WorkerEngine, isolated_by_default
@@ -42,15 +43,7 @@ log = logging.getLogger(__name__)
 #: What the policy sees of a request: its size (memory grows with the text) and the features
 #: that make one configuration (the fit, the leak trend and the switch rules go by these).
 SIZE_FEATURE = "text_chars"
-CONFIG_FEATURES = ("sample_rate", "use_kv_cache", "voice", "reference_audio")
-
-def _freed_text(result: CleanupResult) -> str:
-    parts = [(result.nvml_process_freed_bytes, "GPU memory (NVML, this process)"),
-             (result.torch_reserved_freed_bytes, "torch reserved"),
-             (result.host_rss_freed_bytes, "host RSS")]
-    return ", ".join(f"{v / 2**20:.1f} MiB {name}" for v, name in parts if v is not None) or (
-        "an unmeasured amount")
-
+CONFIG_FEATURES = ("sample_rate", "use_kv_cache", "voice", "reference_audio", "dtype")
 
 
 class SynthesisSession:
@@ -145,18 +138,22 @@ class SynthesisSession:
         """Whether the model runs in a worker process."""
         return self.engine.isolated
 
-    def ensure_loaded(self) -> EventRecord | None:
+    def ensure_loaded(self, request: SynthesisRequest | None = None) -> EventRecord | None:
         """Load the model if it is not loaded; return the measured load event, if one ran.
+        An ``auto`` precision is decided first (:mod:`glmtts.auto_precision`), for
+        ``request`` when given; the event records the precision and why.
 
         For an engine in a worker, the event includes starting the worker when none runs
         (``worker_start_s``): after a restart that is part of what coming back costs."""
         if self.engine.loaded:
             return None
         target = self.engine.resolve_device(self.device)
+        choice = session_decide(self, target, request)
         with self.tracker.track("load", f"load {self.engine_name} on {target}",
                                 engine=self.engine_name, device=target) as handle:
             self.engine.load(target)
-            handle.set(weights_bytes=self.engine.model_bytes())
+            handle.set(weights_bytes=self.engine.model_bytes(),
+                       **load_features(self.engine, choice))
             if isinstance(self.engine, WorkerEngine):
                 start = self.engine.pop_start_s()
                 handle.set(worker_pid=self.engine.pid, worker_python=self.engine.python,
@@ -218,6 +215,8 @@ class SynthesisSession:
         label = request.text if len(request.text) <= 40 else request.text[:37] + "..."
         features = {**request.features(), "engine": self.engine_name,
                     "device": self.engine.device}
+        if self.engine.dtype_name is not None:  # runs in two precisions are two configurations
+            features["dtype"] = self.engine.dtype_name
         if retry_of is not None:
             features["retry_of"] = retry_of
         handle = self.tracker.track("synthesis", label, **features)
@@ -279,7 +278,7 @@ class SynthesisSession:
                 auto = self.cleanup(rec.action)
         with self._device_turn() as waited:
             reload = self._reload_for(request)
-            load = self.ensure_loaded() or reload
+            load = self.ensure_loaded(request) or reload
             result, record, error = self._attempt(request)
             attempts = [record]
             recovery = None
@@ -289,13 +288,13 @@ class SynthesisSession:
                     raise OutOfMemoryError(f"out of memory: {error}")
                 freed = self._cleanup_unlocked("full")
                 used = self.lighter(request) or request
-                reload = self.ensure_loaded()
+                reload = self.ensure_loaded(used)
                 load = load or reload
                 result, record, error2 = self._attempt(used, retry_of=record.event_id)
                 attempts.append(record)
                 change = "with the KV cache off" if used is not request else "unchanged"
                 recovery = (f"Out of memory on the first attempt ({error}). A full cleanup freed "
-                            f"{_freed_text(freed)} in {freed.duration_s:.2f} s; the retry ran "
+                            f"{freed_text(freed)} in {freed.duration_s:.2f} s; the retry ran "
                             f"{change}")
                 if error2 is not None:
                     raise OutOfMemoryError(f"{recovery} and ran out of memory again "
@@ -321,6 +320,7 @@ class SynthesisSession:
         caps = self.engine.capabilities
         features = request.features()
         features["sample_rate"] = request.sample_rate or caps.native_sample_rate
+        features["dtype"] = self.engine.dtype_name
         return PendingRequest(
             engine=self.engine_name, size=features[SIZE_FEATURE],
             device=self.engine.device or self.engine.resolve_device(self.device),

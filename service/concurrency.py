@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from glmtts.registry import device_lock
+from glmtts.request import SynthesisRequest
 from glmtts.session import SynthesisSession
 from monitoring.cleanup import CleanupResult
 from monitoring.records import EventRecord
@@ -157,8 +158,8 @@ class ConcurrentSession(SynthesisSession):
         finally:
             turn.acquire_shared()
 
-    def ensure_loaded(self) -> EventRecord | None:
+    def ensure_loaded(self, request: SynthesisRequest | None = None) -> EventRecord | None:
         if self.engine.loaded:
             return None
         with self._load_lock:  # two first requests at once: one load
-            return super().ensure_loaded()
+            return super().ensure_loaded(request)

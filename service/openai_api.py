@@ -505,7 +505,8 @@ def openai_router(service: Service) -> APIRouter:
         if not session.loaded:
             try:
                 reason = engine_class(settings.engine).problem_for(settings.engine_options)
-                service.device  # noqa: B018 - resolving the device may raise
+                device = service.device  # resolving the device may raise
+                reason = reason or _dtype_problem(settings.engine_options, device)
             except GlmTtsError as exc:
                 reason = str(exc)
         body = {"status": "ready" if reason is None else "unavailable",
@@ -513,6 +514,17 @@ def openai_router(service: Service) -> APIRouter:
         return JSONResponse(body, status_code=200 if reason is None else 503)
 
     return router
+
+
+def _dtype_problem(options: dict[str, Any], device: str) -> str | None:
+    """Why the chosen precision cannot run on ``device`` (this process's torch answers; one
+    without CUDA cannot say for a GPU, and the load will)."""
+    from glmtts.precision import dtype_problem
+
+    try:
+        return dtype_problem(str(options.get("dtype", "auto")), device)
+    except (RuntimeError, AssertionError):
+        return None
 
 
 # ----------------------------------------------------------------------------- schemas

@@ -123,6 +123,15 @@ class Service:
         return self.session.engine.device or self.session.engine.resolve_device(
             self.settings.device)
 
+    def precision(self) -> dict[str, Any]:
+        """The model's precision: as loaded (or next), as asked, and why ``auto`` chose a
+        16-bit one at the last load."""
+        engine = self.session.engine
+        loads = [e for e in self.session.history if e.kind == "load"
+                 and e.features.get("dtype") is not None]
+        return {"dtype": engine.dtype_name, "dtype_requested": engine.requested_dtype,
+                "dtype_reason": loads[-1].features.get("dtype_reason") if loads else None}
+
     @property
     def pending(self) -> int:
         """Syntheses waiting for the device or running."""

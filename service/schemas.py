@@ -237,6 +237,9 @@ class ModelOut(BaseModel):
     voice: str | None
     device: str
     weights_bytes: int | None
+    dtype: str | None = Field(None, description="precision of the weights (fp32, bf16, fp16)")
+    dtype_requested: str | None = Field(None, description="the dtype option as given (auto: "
+                                                          "chosen at load)")
 
 
 class SessionOut(BaseModel):
@@ -245,6 +248,10 @@ class SessionOut(BaseModel):
     loaded: bool
     synthesis_count: int
     session_id: str | None
+    dtype: str | None = Field(None, description="precision of the weights, loaded or next")
+    dtype_requested: str | None = Field(None, description="the dtype option as given")
+    dtype_reason: str | None = Field(None, description="why auto chose a 16-bit precision "
+                                                       "at the last load (one line)")
 
 
 class ReasonOut(BaseModel):

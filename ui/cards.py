@@ -62,3 +62,22 @@ def memory_card(outcome: SynthesisOutcome) -> None:
                      "library workspaces){named}: {size} ({change})").format(
                          named=named, size=fmt_bytes(non_torch.after_bytes),
                          change=fmt_bytes(non_torch.retained_bytes, signed=True)))
+    precision_line(outcome)
+
+
+def precision_line(outcome: SynthesisOutcome) -> None:
+    """The precision of the weights and their size (engines that offer a choice), and why
+    ``auto`` loaded 16 bits when this synthesis loaded the model."""
+    meta = outcome.result.metadata
+    dtype = meta.get("dtype")
+    if not dtype:
+        return
+    load = outcome.load.features if outcome.load is not None else {}
+    requested = load.get("dtype_requested")
+    st.caption(_("Precision {dtype}{auto}: {size} of weights").format(
+        dtype=dtype, auto=_(" (chosen automatically)") if requested == "auto" else "",
+        size=fmt_bytes(meta.get("weights_bytes"))))
+    if load.get("dtype_reason"):
+        need, free = load.get("dtype_fp32_need_bytes"), load.get("dtype_free_bytes")
+        st.info(_("Loaded in {dtype}: fp32 needs ~{need}, {free} free.").format(
+            dtype=dtype, need=fmt_bytes(need), free=fmt_bytes(free)), icon="🪶")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from typing import Any
@@ -11,10 +12,11 @@ import streamlit as st
 from glmtts.engines import engine_class, engine_names, engine_status
 from glmtts.engines.glm_tts.checkout import checkout_problem
 from glmtts.errors import GlmTtsError
+from glmtts.precision import DTYPE_CHOICES, dtype_problem
 from glmtts.session import SynthesisSession
 from glmtts.worker.client import default_python, interpreter_problem
 from glmtts.worker.engine import isolated_by_default
-from monitoring.i18n import _
+from monitoring.i18n import N_, _
 from ui.form_memory import KEEP
 from ui.language import speaking_now
 
@@ -48,6 +50,38 @@ def _no_options() -> tuple[dict[str, Any], str | None]:
 
 
 _OPTIONS = {"piper": _piper_options, "glm-tts": _glm_tts_options}
+
+
+def _takes_dtype(engine: str) -> bool:
+    return "dtype" in inspect.signature(engine_class(engine).__init__).parameters
+
+
+_DTYPE_WORDS = {"auto": N_("auto (fp32 unless it will not fit)"),
+                "fp32": N_("fp32 (upstream's precision)"),
+                "bf16": N_("bf16 (half the weights)"), "fp16": N_("fp16 (half the weights)")}
+
+
+def _dtype_choice() -> str:
+    """The precision select box (engines that offer one): a change reloads the model."""
+    st.session_state.setdefault("dtype", "auto")
+    return st.selectbox(
+        _("Precision"), DTYPE_CHOICES, key="dtype", **KEEP,
+        format_func=speaking_now(lambda d: _(_DTYPE_WORDS[d])),
+        help=_("Weights of the language model and the flow: fp32 as upstream loads them, or "
+               "16 bits for half their memory (a change reloads the model). auto stays fp32 "
+               "on a CPU and wherever fp32 is predicted to fit the GPU's free memory."))
+
+
+def _dtype_problem(session: SynthesisSession) -> str | None:
+    """Why the chosen precision cannot run on the session's device (before any load)."""
+    engine = session.engine
+    if engine.requested_dtype in (None, "auto"):
+        return None
+    try:
+        device = engine.device or engine.resolve_device(session.device)
+        return dtype_problem(engine.requested_dtype, device)
+    except (GlmTtsError, RuntimeError, AssertionError):
+        return None  # the load says it (the worker's own torch answers for its GPU)
 
 
 def _isolated(engine: str) -> bool:
@@ -118,6 +152,8 @@ def engine_choice(session: SynthesisSession) -> str | None:
                                  else _("{engine} (unavailable)").format(engine=n)))
     with right:
         options, reason = _OPTIONS.get(engine, _no_options)()
+        if _takes_dtype(engine):
+            options["dtype"] = _dtype_choice()
         isolate, python, python_problem = _worker_options(engine)
     if not isolate:
         reason = reason or status[engine]
@@ -133,6 +169,10 @@ def engine_choice(session: SynthesisSession) -> str | None:
         except GlmTtsError as exc:
             right.error(str(exc))
             return str(exc)
+    problem = _dtype_problem(session)
+    if problem is not None:
+        right.error(problem)
+        return problem
     if session.isolated:
         return _worker_status(session, right)
     return None

@@ -29,7 +29,7 @@ import streamlit as st
 #: Drawing options of every persisted widget.
 KEEP: dict[str, str] = {"persist_state": "session"}
 #: Widget keys whose values are saved for a reload.
-PERSISTED = ("engine", "glmtts_home", "use_phoneme", "isolate_piper", "isolate_glm-tts",
+PERSISTED = ("engine", "glmtts_home", "use_phoneme", "dtype", "isolate_piper", "isolate_glm-tts",
              "isolate_twin", "python_piper", "python_glm-tts", "python_twin", "text",
              "voice_path", "sample_rate", "use_kv_cache", "seed", "fixed_seed",
              "sampling_method", "speed", "ref_text", "cleanup_level", "policy_mode", "live",

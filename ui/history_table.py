@@ -11,7 +11,7 @@ from monitoring.charts import wall_times, zone_name
 from monitoring.i18n import N_, _
 from monitoring.units import fmt_bytes, fmt_seconds
 
-#: Stored column -> (header, kind of value).
+#: Stored column (or ``dtype``, from the features) -> (header, kind of value).
 COLUMNS: dict[str, tuple[str, str]] = {
     "kind": (N_("Kind"), "kind"),
     "label": (N_("What"), "text"),
@@ -22,6 +22,7 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "host_rss_peak_above": (N_("Host RSS peak above start"), "signed bytes"),
     "torch_reserved_after_bytes": (N_("torch reserved after"), "bytes"),
     "nvml_process_after_bytes": (N_("GPU used by the process after (NVML)"), "bytes"),
+    "dtype": (N_("Precision"), "text"),
 }
 #: The event kinds as the table names them (:data:`monitoring.records.EVENT_KINDS`).
 KIND_WORDS = {
@@ -61,6 +62,9 @@ def readable_events(events: pd.DataFrame, tz: str | None) -> pd.DataFrame:
     if not len(events):
         return pd.DataFrame(columns=columns)
     frame = events.copy()
+    if "features" in frame:  # the weights' precision, for engines that have a choice
+        frame["dtype"] = frame["features"].map(
+            lambda f: f.get("dtype") if isinstance(f, dict) else None)
     for figure in ("host_rss",):
         before = frame.get(f"{figure}_before_bytes")
         if before is not None:

@@ -97,6 +97,11 @@ class Engine(ABC):
     name: str = "engine"
     #: True for an engine that runs its model in another process (:mod:`glmtts.worker`).
     isolated: bool = False
+    #: The ``dtype`` option as given (``auto``, ``fp32``, ``bf16``, ``fp16``); None for an
+    #: engine without a choice of precision (see :mod:`glmtts.precision`).
+    requested_dtype: str | None = None
+    #: The precision of the loaded weights, or the one the next load uses.
+    dtype_name: str | None = None
 
     def __init__(self) -> None:
         self._device: str | None = None
@@ -162,6 +167,23 @@ class Engine(ABC):
     def model_bytes(self) -> int | None:
         """Bytes of the loaded weights (parameters and buffers), or None when not loaded."""
         return None
+
+    def memory_estimate(self, dtype: str, request: SynthesisRequest | None = None
+                        ) -> tuple[int, int | None] | None:
+        """Predicted ``(weights bytes, peak bytes above the weights)`` in ``dtype`` without
+        loading anything (the peak None when the engine cannot say); None for an engine
+        without a choice of precision. The ``auto`` precision compares them with free
+        memory."""
+        return None
+
+    def choose_dtype(self, dtype: str) -> None:
+        """Load the weights in ``dtype`` at the next load: how the caller resolves the
+        ``auto`` option (an explicit option is kept).
+
+        Raises:
+            ValueError: the engine has no choice of precision.
+        """
+        raise ValueError(f"the {self.name} engine has no choice of precision")
 
     def needs_reload(self, request: SynthesisRequest) -> bool:
         """True when the loaded model must partly reload to serve ``request`` (e.g. another

@@ -184,6 +184,11 @@ class WorkerEngine(Engine):
         self.last_start_s: float | None = None
         self.starts = 0
         self._unbilled_start_s: float | None = None
+        dtype = self.options.get("dtype")
+        self.requested_dtype = dtype if isinstance(dtype, str) else None
+        self.dtype_name = None if dtype in (None, "auto") else dtype
+        self._chosen_dtype: str | None = None
+        self._estimator: Engine | None = None
 
     def __repr__(self) -> str:
         return f"WorkerEngine({self.name!r}, pid={self.pid}, python={self.python!r})"
@@ -296,13 +301,35 @@ class WorkerEngine(Engine):
         report = self.report or self.environment()  # the last worker's answer will do
         return "cuda" if report.get("cuda_available") else "cpu"
 
+    def choose_dtype(self, dtype: str) -> None:
+        """Sent with the next load (the worker's engine resolves its ``auto`` option)."""
+        if self.requested_dtype == "auto" and not self.loaded:
+            self._chosen_dtype = self.dtype_name = dtype
+
+    def memory_estimate(self, dtype: str, request: SynthesisRequest | None = None
+                        ) -> tuple[int, int | None] | None:
+        """The engine's own estimate, from an unloaded copy in this process (it reads only
+        files and shapes); None when this interpreter cannot build one."""
+        if self._estimator is None:
+            from glmtts.engines import create_engine
+
+            try:
+                self._estimator = create_engine(self.name, **self.options)
+            except (GlmTtsError, ImportError, TypeError, ValueError) as exc:  # not here
+                log.info("no memory estimate of %s in this process: %s", self.name, exc)
+                return None
+        return self._estimator.memory_estimate(dtype, request)
+
     def load(self, device: str = "auto") -> None:
         if self.loaded and self.pid is not None:
             return
-        result, _ = self._call("load", {"engine": self.name, "options": self.options,
-                                        "device": device})
+        args = {"engine": self.name, "options": self.options, "device": device}
+        if self._chosen_dtype is not None:
+            args["dtype"] = self._chosen_dtype
+        result, _ = self._call("load", args)
         self._device = result.get("device")
         self._weights = result.get("weights_bytes")
+        self.dtype_name = result.get("dtype", self.dtype_name)
         self._caps = Capabilities.from_dict(result["capabilities"])
 
     def unload(self) -> None:

@@ -158,13 +158,15 @@ class Worker:
     def op_capabilities(self, engine: str, options: dict[str, Any]) -> dict[str, Any]:
         return self.ensure_engine(engine, options).capabilities.to_dict()
 
-    def op_load(self, engine: str, options: dict[str, Any], device: str = "auto"
-                ) -> dict[str, Any]:
+    def op_load(self, engine: str, options: dict[str, Any], device: str = "auto",
+                dtype: str | None = None) -> dict[str, Any]:
         target = self.ensure_engine(engine, options)
+        if dtype is not None:  # the app's choice for the ``auto`` precision
+            target.choose_dtype(dtype)
         t0 = time.perf_counter()
         target.load(device)
         return {"device": target.device, "weights_bytes": target.model_bytes(),
-                "seconds": time.perf_counter() - t0,
+                "seconds": time.perf_counter() - t0, "dtype": target.dtype_name,
                 "capabilities": target.capabilities.to_dict()}
 
     def op_check(self, engine: str, options: dict[str, Any],
@@ -308,6 +310,10 @@ def environment_report(engine: str | None, options: dict[str, Any],
         info["cuda_version"] = torch.version.cuda
         info["cuda_available"] = bool(torch.cuda.is_available())
         info["cuda_devices"] = torch.cuda.device_count() if info["cuda_available"] else 0
+        if info["cuda_available"]:  # for the app's ``auto`` precision: bf16, else fp16
+            from glmtts.precision import device_facts
+
+            info["cuda_bf16"] = device_facts("cuda").bf16_native
     if engine and not missing:
         from glmtts.engines import engine_class
 

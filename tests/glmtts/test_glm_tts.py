@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import importlib.util
+import json
 import logging
 import os
 import sys
@@ -34,8 +35,9 @@ from glmtts.engines.glm_tts import (
 )
 from glmtts.engines.glm_tts import checkout as checkout_mod
 from glmtts.engines.glm_tts import engine as engine_mod
+from glmtts.engines.glm_tts.precision import weights_estimate
 from glmtts.engines.glm_tts.upstream import loaded_checkouts
-from glmtts.errors import DeviceUnavailableError, InvalidRequestError
+from glmtts.errors import DeviceUnavailableError, DtypeUnsupportedError, InvalidRequestError
 from glmtts.reference_audio import ReferenceAudioError
 from glmtts.request import SynthesisRequest
 from glmtts.session import SynthesisSession
@@ -55,7 +57,9 @@ standin = _load_helper("upstream_standin")
 PROMPT_TEXT = "I wonder if you'd like to have a burger with me."
 LONG_TEXT = ("The first sentence is here and it is long enough. The second one follows it "
              "closely. Then a third sentence closes the paragraph for good.")
-STANDIN_WEIGHT_BYTES = 4 * (16 * 4 + 4 + 8 * 8 + 8 + 80 + 80 + 4)  # see upstream_standin.py
+#: Speech tokenizer, LLM (its projection and its llama), flow (gain, offset, speaker Linear),
+#: vocoder, all fp32 (see upstream_standin.py).
+STANDIN_WEIGHT_BYTES = 4 * (16 * 4 + 4 + 2 * (8 * 8 + 8) + 80 + 80 + 192 * 80 + 80 + 4)
 
 
 def _under(root: Path) -> list[str]:
@@ -566,3 +570,62 @@ def test_a_raw_cuda_out_of_memory_runtime_error_is_recovered(home: Path, prompt:
         assert session.last_cleanup is not None and session.last_cleanup.level == "full"
     finally:
         session.close()
+
+
+# --------------------------------------------------------------------------- precision
+#: Elements the stand-in casts: the LLM (projection, llama) and the flow (gain, offset,
+#: speaker Linear).
+STANDIN_CAST_ELEMENTS = 2 * (8 * 8 + 8) + 80 + 80 + 192 * 80 + 80
+
+
+def test_bf16_loads_the_llm_in_bf16_and_runs_the_flow_under_autocast(
+        home: Path, prompt: Path, cpu_upstream: None) -> None:
+    e = GlmTtsEngine(home=home, dtype="bf16")
+    try:
+        e.load("cpu")
+        parts = e._parts
+        # upstream hard-codes from_pretrained(dtype=float32): it was handed bf16 instead
+        assert parts.llm.llama.loaded_dtype == "torch.bfloat16"
+        assert {p.dtype for p in parts.llm.parameters()} == {torch.bfloat16}
+        assert {p.dtype for p in parts.token2wav.flow.parameters()} == {torch.bfloat16}
+        assert {p.dtype for p in parts.speech_tokenizer.model.parameters()} == {torch.float32}
+        assert {p.dtype for p in parts.token2wav.vocoder.parameters()} == {torch.float32}
+        assert e.model_bytes() == STANDIN_WEIGHT_BYTES - 2 * STANDIN_CAST_ELEMENTS
+        inference = sys.modules["glmtts_inference"]
+        assert inference.LlamaForCausalLM.__qualname__ == "LlamaForCausalLM"  # put back
+        assert sys.modules["utils.yaml_util"].load_flow_model.__module__ == "utils.yaml_util"
+        # the stand-in's flow feeds fp32 features to a Linear and its vocoder takes an fp32 mel
+        # only, as upstream's: both fail unless the flow runs under autocast and returns fp32
+        result = e.synthesize(req(prompt))
+        assert result.metadata["dtype"] == "bf16"
+        assert result.metadata["weights_bytes"] == e.model_bytes()
+        assert np.isfinite(result.audio).all() and len(result.audio) > 0
+        e.reload_for(req(prompt, sample_rate=32000))  # a new vocoder around the same flow
+        assert e.synthesize(req(prompt, sample_rate=32000)).sample_rate == 32000
+    finally:
+        e.unload()
+
+
+def test_fp16_on_the_cpu_is_refused_before_upstream_is_imported(
+        home: Path, cpu_upstream: None) -> None:
+    e = GlmTtsEngine(home=home, dtype="fp16")
+    with pytest.raises(DtypeUnsupportedError, match="fp16 is refused on the CPU"):
+        e.load("cpu")
+    assert steps(home) == [] and not e.loaded  # load_models never ran
+    assert "glmtts_inference" not in sys.modules
+
+
+def test_weights_are_predicted_from_the_checkpoint_files(home: Path, cpu_upstream: None
+                                                         ) -> None:
+    header = json.dumps({"w": {"dtype": "BF16", "shape": [10, 4], "data_offsets": [0, 80]},
+                         "__metadata__": {"format": "pt"}}).encode()
+    (home / "ckpt/llm/model.safetensors").write_bytes(
+        len(header).to_bytes(8, "little") + header + bytes(80))
+    flow, hift = (home / "ckpt/flow/flow.pt").stat().st_size, (
+        home / "ckpt/hift/hift.pt").stat().st_size
+    llm = 4 * 40  # 40 elements, stored in bf16, counted as the fp32 upstream loads
+    assert weights_estimate(home, 24000, "fp32") == llm + flow + hift
+    assert weights_estimate(home, 24000, "bf16") == (llm + flow) // 2 + hift
+    e = GlmTtsEngine(home=home)
+    assert e.requested_dtype == "auto" and e.dtype_name == "fp32"
+    assert e.memory_estimate("fp16") == ((llm + flow) // 2 + hift, None)

@@ -86,3 +86,29 @@ def test_full_cleanup_then_restart(engine: WorkerEngine) -> None:
     while psutil.pid_exists(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_bf16_loads_in_half_the_weights_and_speaks() -> None:
+    home = configured_home()
+    assert home is not None
+    prompt = home / PROMPT
+    if not prompt.is_file():
+        pytest.skip(f"{prompt} is missing from the checkout")
+    e = WorkerEngine("glm-tts", {"dtype": "bf16"})
+    try:
+        try:
+            e.environment()
+        except WorkerError as exc:
+            pytest.skip(str(exc))
+        request = SynthesisRequest(text=TEXT, reference_audio=prompt,
+                                   reference_text=PROMPT_TEXT, seed=42)
+        e.load(e.resolve_device("auto"))  # refused first where the device has no bf16
+        result = e.synthesize(request)
+        assert e.dtype_name == "bf16" and result.metadata["dtype"] == "bf16"
+        assert 0.5 < result.duration_s < 15.0 and np.isfinite(result.audio).all()
+        predicted = e.memory_estimate("bf16")
+        assert predicted is not None
+        assert abs(e.model_bytes() - predicted[0]) < 0.1 * predicted[0]  # from the ckpt files
+        assert predicted[0] < 0.75 * e.memory_estimate("fp32")[0]
+    finally:
+        e.close()

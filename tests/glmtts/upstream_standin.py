@@ -78,6 +78,14 @@ def load_frontends(speech_tokenizer, sample_rate=24000, use_phoneme=False, front
     return frontend, TextFrontEnd(use_phoneme)
 
 
+class LlamaForCausalLM:  # upstream imports transformers' class of this name
+    @staticmethod
+    def from_pretrained(path, dtype=None):
+        model = torch.nn.Linear(8, 8).to(dtype)
+        model.loaded_dtype = str(dtype)  # what upstream asked for (fp32, hard-coded)
+        return model
+
+
 def load_models(use_phoneme=False, sample_rate=24000):
     journal.record("load_models", use_phoneme=use_phoneme, sample_rate=sample_rate,
                    device=str(DEVICE))
@@ -86,6 +94,8 @@ def load_models(use_phoneme=False, sample_rate=24000):
     frontend, text_frontend = load_frontends(speech_tokenizer, sample_rate=sample_rate,
                                              use_phoneme=use_phoneme)
     llm = GLMTTS(llama_cfg_path=os.path.join("ckpt", "llm", "config.json"), mode="PRETRAIN")
+    llm.llama = LlamaForCausalLM.from_pretrained(os.path.join("ckpt", "llm"),
+                                                 dtype=torch.float32).to(DEVICE)
     llm.to(DEVICE)
     flow = yaml_util.load_flow_model(os.path.join("ckpt", "flow", "flow.pt"),
                                      os.path.join("ckpt", "flow", "config.yaml"), DEVICE)
@@ -332,6 +342,7 @@ class _Vocoder(torch.nn.Module):
 
     def forward(self, mel):
         frames = mel.shape[-1]
+        torch.matmul(mel.mean(-1), torch.ones(mel.shape[1], 1))  # an fp32 mel, as upstream's
         t = torch.arange(frames * self.hop, dtype=torch.float32)
         f0 = 120.0 + (mel.mean() % 1.0) * 60.0
         return (self.gain.sum() * 0.3 * torch.sin(2 * math.pi * f0 * t / (self.hop * 50)))[None]
@@ -366,8 +377,9 @@ class Token2Wav:
 
     def token2wav_with_cache(self, token_list, prompt_token=None, prompt_feat=None,
                              embedding=None):
-        tokens = torch.tensor(token_list, dtype=torch.float32)
-        mel = self.flow(tokens.repeat_interleave(2)[None, None, :].repeat(1, 80, 1) / 32768.0)
+        tokens = torch.tensor(token_list, dtype=torch.long)[None]
+        mel, _ = self.flow.inference_with_cache(token=tokens, prompt_token=prompt_token,
+                                                prompt_feat=prompt_feat, embedding=embedding)
         return self.vocoder(mel), mel
 '''
 
@@ -406,9 +418,21 @@ class Flow(torch.nn.Module):
         super().__init__()
         self.scale = torch.nn.Parameter(torch.ones(80))
         self.register_buffer("offset", torch.zeros(80))
+        self.spk_embed_affine_layer = torch.nn.Linear(192, 80)
 
     def forward(self, x):
         return x * self.scale[None, :, None] + self.offset[None, :, None]
+
+    @torch.inference_mode()
+    def inference_with_cache(self, token, prompt_token, prompt_feat, embedding,
+                             n_timesteps=10):
+        # as upstream: fp32 tensors built here, the fp32 speaker embedding into a Linear
+        cond = torch.zeros(1, 80, 1)
+        spk = self.spk_embed_affine_layer(torch.nn.functional.normalize(embedding, dim=1))
+        x = token.float().repeat_interleave(2, dim=1)[:, None, :].repeat(1, 80, 1) / 32768.0
+        mel = self.forward(x) + cond + 0.0 * spk[..., None]
+        return torch.nn.functional.linear(mel.transpose(1, 2), torch.eye(80).to(
+            self.scale.dtype)).transpose(1, 2), None
 '''
 
 _YAML_UTIL = '''

@@ -31,7 +31,8 @@ def test_history_times_are_in_the_browser_zone_with_the_zone_named() -> None:
                            "duration_s": [0.1234], "ok": [True], "error_type": [None],
                            "host_rss_before_bytes": [100 * 2**20],
                            "host_rss_after_bytes": [110 * 2**20],
-                           "host_rss_peak_bytes": [150 * 2**20]})
+                           "host_rss_peak_bytes": [150 * 2**20],
+                           "features": [{"dtype": "bf16", "engine": "twin"}]})
     la = readable_events(events, "America/Los_Angeles")
     utc = readable_events(events, None)
     assert la.columns[0] == "Time (America/Los_Angeles)" and utc.columns[0] == "Time (UTC)"
@@ -40,6 +41,7 @@ def test_history_times_are_in_the_browser_zone_with_the_zone_named() -> None:
     row = la.iloc[0]
     assert (row["Took"], row["Host RSS change"], row["Host RSS peak above start"],
             row["What"]) == ("123 ms", "+10.0 MiB", "+50.0 MiB", "")
+    assert row["Precision"] == "bf16"  # runs in two precisions tell apart
     unknown = readable_events(events, "Not/AZone")  # a zone this machine does not know: UTC
     assert unknown.columns[0] == "Time (UTC)" and unknown.iloc[0, 0] == utc.iloc[0, 0]
 

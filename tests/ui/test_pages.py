@@ -268,3 +268,18 @@ def test_history_with_no_kind_selected_shows_no_event(app) -> None:
     assert not app.exception, app.exception
     assert len(app.dataframe[0].value) == 0
     assert any("No kind of event is selected" in i.value for i in app.info)
+
+
+def test_precision_box_refuses_fp16_on_the_cpu_and_bf16_shows_on_the_card(app) -> None:
+    app.selectbox(key="engine").set_value("twin").run()
+    assert app.selectbox(key="dtype").value == "auto"
+    app.selectbox(key="dtype").set_value("fp16").run()
+    assert not app.exception
+    assert any(e.value.startswith("fp16 is refused on the CPU") for e in app.error)
+    assert app.button(key="synthesize").disabled
+    app.selectbox(key="dtype").set_value("bf16").run()
+    assert not app.error
+    _synthesize(app, "Half the weights.")
+    assert any(c.value.startswith("Precision bf16: ") and c.value.endswith(" of weights")
+               for c in app.caption)
+    assert app.selectbox(key="dtype").value == "bf16"  # kept like the other settings

@@ -25,6 +25,10 @@ other rate's tensors. A switch (:meth:`GlmTtsEngine.reload_for`) drops the old v
 those caches, gives the frontend a mel extractor for the new rate and builds a new ``Token2Wav``
 around the loaded flow: the language model, tokenizers and normaliser stay loaded (upstream's
 web app reloads everything instead).
+
+Precision (``dtype``): upstream loads fp32; bf16 and fp16 load the language model and the flow
+in 16 bits (:mod:`glmtts.engines.glm_tts.precision`), refused first where the device cannot
+run them (:func:`glmtts.precision.check_dtype`).
 """
 
 from __future__ import annotations
@@ -51,13 +55,20 @@ from glmtts.engines.glm_tts.checkout import (
     packages_problem,
 )
 from glmtts.engines.glm_tts.errors import CheckoutError
-from glmtts.engines.glm_tts.parts import SampleRateSwitch, _cudnn_flags_kept, _Parts, _step
+from glmtts.engines.glm_tts.parts import (
+    _MEL_COMMON,
+    MEL_SETTINGS,
+    SampleRateSwitch,
+    _cudnn_flags_kept,
+    _Parts,
+    _step,
+    non_torch_parts,
+)
+from glmtts.engines.glm_tts.precision import cast_parts, loading_in, weights_estimate
 from glmtts.engines.glm_tts.upstream import Checkout, Modules, modules_under
 from glmtts.engines.weights import tensor_bytes
-from glmtts.errors import (
-    DeviceUnavailableError,
-    InvalidRequestError,
-)
+from glmtts.errors import DeviceUnavailableError, InvalidRequestError
+from glmtts.precision import check_choice, check_dtype, torch_dtype
 from glmtts.reference_audio import ReferenceAudio, ReferenceAudioError, load_reference
 from glmtts.request import SynthesisRequest, SynthesisResult
 
@@ -69,13 +80,6 @@ log = logging.getLogger(__name__)
 REQUIRES_CUDA = True
 #: Parts of upstream that hold GPU memory outside PyTorch's allocator (only NVML sees them).
 SPEAKER_ENCODER = "onnxruntime speaker encoder (campplus)"
-#: Upstream's prompt-mel settings per output rate (``glmtts_inference.load_frontends``): 80 mels,
-#: 0-8000 Hz, 50 frames per second at both rates.
-MEL_SETTINGS: dict[int, dict[str, Any]] = {
-    24000: {"n_fft": 1920, "hop_size": 480, "win_size": 1920},
-    32000: {"n_fft": 2560, "hop_size": 640, "win_size": 2560},
-}
-_MEL_COMMON = {"num_mels": 80, "fmin": 0, "fmax": 8000, "center": False}
 #: Upstream's ``seed_util.set_seed`` seeds numpy, which takes seeds below 2**32 only.
 MAX_UPSTREAM_SEED = 2**32 - 1
 DEFAULT_SAMPLE_RATE = 24000
@@ -90,6 +94,8 @@ class GlmTtsEngine(Engine):
             and ``generate_long(use_phoneme=...)``).
         sample_rate: Rate whose vocoder the first load brings up; None: 24000 where its
             vocoder is present, else 32000. A request for the other rate switches the vocoder.
+        dtype: ``fp32`` (upstream's), ``bf16``, ``fp16`` (the language model and the flow), or
+            ``auto`` (fp32 unless the caller picks a 16-bit one: :meth:`choose_dtype`).
 
     Raises:
         CheckoutError: the checkout is not set, missing or incomplete.
@@ -98,8 +104,10 @@ class GlmTtsEngine(Engine):
     name = "glm-tts"
 
     def __init__(self, home: str | Path | None = None, use_phoneme: bool = False,
-                 sample_rate: int | None = None) -> None:
+                 sample_rate: int | None = None, dtype: str = "auto") -> None:
         super().__init__()
+        self.requested_dtype = check_choice(dtype)
+        self.dtype_name = "fp32" if dtype == "auto" else dtype
         problem = checkout_problem(home)
         if problem is not None:
             raise CheckoutError(problem)
@@ -176,6 +184,18 @@ class GlmTtsEngine(Engine):
         return self._rate or self._load_rate
 
     # ------------------------------------------------------------------ model life
+    def choose_dtype(self, dtype: str) -> None:
+        torch_dtype(dtype)  # a precision, not "auto"
+        if self.requested_dtype == "auto" and self._parts is None:
+            self.dtype_name = dtype
+
+    def memory_estimate(self, dtype: str, request: SynthesisRequest | None = None
+                        ) -> tuple[int, int | None]:
+        """Weights from the checkpoint's files (:func:`weights_estimate`); no peak of its own
+        (the caller's history predicts it)."""
+        rate = (request.sample_rate if request else None) or self.sample_rate
+        return weights_estimate(self.home, rate, dtype), None
+
     def _check_device(self, device: str) -> str:
         target = resolve_device(device)
         if not REQUIRES_CUDA:
@@ -202,7 +222,8 @@ class GlmTtsEngine(Engine):
         if self._parts is not None:
             return
         target = self._check_device(device)
-        rate = self._load_rate
+        check_dtype(self.dtype_name, target)  # before anything is imported or loaded
+        rate, dtype = self._load_rate, self.dtype_name
         t0 = time.perf_counter()
         with self._checkout.entered():
             modules = self._checkout.acquire()
@@ -210,17 +231,19 @@ class GlmTtsEngine(Engine):
             try:
                 modules.inference.DEVICE = torch.device(target)
                 self._checkout.reset_mel_cache(modules, rate)
-                with _step(f"loading the models for {rate} Hz"):
+                with _step(f"loading the models for {rate} Hz in {dtype}"), loading_in(
+                        modules, dtype):
                     loaded = modules.inference.load_models(use_phoneme=self.use_phoneme,
                                                            sample_rate=rate)
                     parts = _Parts(*loaded)
+                    cast_parts(parts.llm, parts.token2wav, dtype, target)
                 ok = True
             finally:
                 if not ok:
                     self._checkout.release()
         self._modules, self._parts, self._rate, self._device = modules, parts, rate, target
-        log.info("loaded GLM-TTS from %s on %s at %d Hz in %.1f s", self.home, target, rate,
-                 time.perf_counter() - t0)
+        log.info("loaded GLM-TTS from %s on %s at %d Hz in %s in %.1f s", self.home, target,
+                 rate, dtype, time.perf_counter() - t0)
 
     def unload(self) -> None:
         """Drop all five components, empty upstream's STFT caches, and (when no other engine
@@ -378,7 +401,8 @@ class GlmTtsEngine(Engine):
             "normalized_prompt_text": norm[0], "reference_id": ref.content_id,
             "reference_s": round(ref.duration_s, 3), "reference": ref.summary(),
             "notes": list(request.notes), "checkout": str(self.home),
-            **self._non_torch(),
+            "dtype": self.dtype_name, "weights_bytes": self.model_bytes(),
+            **non_torch_parts(self._parts, SPEAKER_ENCODER),
         }
         if switch is not None:
             meta["sample_rate_switch"] = {"from_rate": switch.from_rate,
@@ -420,13 +444,3 @@ class GlmTtsEngine(Engine):
         timings["prompt"] = t1 - t0
         timings["generate"] = time.perf_counter() - t1
         return speech, list(tokens), info, (norm_prompt, norm_text)
-
-    def _non_torch(self) -> dict[str, Any]:
-        """Which parts hold memory outside PyTorch, from the speaker encoder's providers."""
-        session = getattr(self._parts.frontend if self._parts else None, "campplus_session",
-                          None)
-        providers = list(session.get_providers()) if session is not None else []
-        on_gpu = any(p != "CPUExecutionProvider" for p in providers)
-        return {"non_torch_parts": [SPEAKER_ENCODER] if on_gpu else [],
-                "host_non_torch_parts": [] if on_gpu else [SPEAKER_ENCODER],
-                "speaker_encoder_providers": providers}

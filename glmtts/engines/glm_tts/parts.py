@@ -14,6 +14,14 @@ import torch
 from glmtts.engines.glm_tts.errors import UpstreamError
 from glmtts.errors import GlmTtsError, is_out_of_memory
 
+#: Upstream's prompt-mel settings per output rate (``glmtts_inference.load_frontends``): 80 mels,
+#: 0-8000 Hz, 50 frames per second at both rates.
+MEL_SETTINGS: dict[int, dict[str, Any]] = {
+    24000: {"n_fft": 1920, "hop_size": 480, "win_size": 1920},
+    32000: {"n_fft": 2560, "hop_size": 640, "win_size": 2560},
+}
+_MEL_COMMON = {"num_mels": 80, "fmin": 0, "fmax": 8000, "center": False}
+
 
 @dataclass(frozen=True)
 class SampleRateSwitch:
@@ -75,3 +83,13 @@ def _cudnn_flags_kept() -> Iterator[None]:
         yield
     finally:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags
+
+
+def non_torch_parts(parts: _Parts | None, speaker_encoder: str) -> dict[str, Any]:
+    """Which parts hold memory outside PyTorch, from the speaker encoder's providers."""
+    session = getattr(parts.frontend if parts else None, "campplus_session", None)
+    providers = list(session.get_providers()) if session is not None else []
+    on_gpu = any(p != "CPUExecutionProvider" for p in providers)
+    return {"non_torch_parts": [speaker_encoder] if on_gpu else [],
+            "host_non_torch_parts": [] if on_gpu else [speaker_encoder],
+            "speaker_encoder_providers": providers}

@@ -55,6 +55,7 @@ from glmtts.engines.twin.text import (
     text_token_ids,
 )
 from glmtts.engines.weights import tensor_bytes
+from glmtts.precision import ITEMSIZE, check_choice, check_dtype
 from glmtts.request import SynthesisRequest, SynthesisResult
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,8 @@ DEFAULT_PROMPT_TEXT = "This is the voice that the memory twin pretends to clone.
 NATIVE_SAMPLE_RATE = 24000
 #: Default scale where there is no usable GPU (upstream's full size needs ~8 GiB).
 CPU_SCALE = 0.05
+#: Text the ``auto`` precision sizes a load by when no request is known yet (characters).
+TYPICAL_TEXT = "A typical request of about two hundred characters, " * 4
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,7 @@ class TwinCapabilities(Capabilities):
             request's ``use_kv_cache``, which is the prompt-history cache).
         attention_cache_bytes_per_token: What that cache holds per token, in bytes.
         scale: Width/depth factor of the shapes (1.0 = upstream's size).
-        dtype: ``"fp32"`` or ``"bf16"``.
+        dtype: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (the loaded or next load's precision).
     """
 
     attention_cache: bool = True
@@ -102,7 +105,9 @@ class TwinEngine(Engine):
         scale: Multiplies widths and depths (1.0: upstream's 2.2 B parameters, ~8 GiB fp32;
             0.05: ~15 M parameters for quick CPU runs). Lengths do not depend on it. None:
             1.0 where CUDA is usable, else :data:`CPU_SCALE`.
-        dtype: ``"fp32"`` (upstream's default) or ``"bf16"``.
+        dtype: ``"fp32"`` (upstream's precision), ``"bf16"``, ``"fp16"``, or ``"auto"`` (fp32
+            unless the caller predicts it will not fit: :meth:`choose_dtype`; see
+            :mod:`glmtts.precision`).
         attention_cache: Keep the LLM's attention keys and values (True, as upstream does) or
             recompute the whole sequence at every step (False).
         weight_seed: Seed of the random weights.
@@ -110,14 +115,15 @@ class TwinEngine(Engine):
 
     name = "twin"
 
-    def __init__(self, scale: float | None = None, dtype: str = "fp32",
+    def __init__(self, scale: float | None = None, dtype: str = "auto",
                  attention_cache: bool = True, weight_seed: int = 0) -> None:
         super().__init__()
         if scale is None:
             scale = 1.0 if cuda_unavailable_reason() is None else CPU_SCALE
         self.config = TwinConfig.at_scale(float(scale))
-        self.dtype_name = dtype
-        self.dtype = torch_dtype(dtype)
+        self.requested_dtype = check_choice(dtype)
+        self.dtype_name = "fp32" if dtype == "auto" else dtype
+        self.dtype = torch_dtype(self.dtype_name)
         self.attention_cache = bool(attention_cache)
         self.weight_seed = weight_seed
         self._model: TwinModel | None = None
@@ -149,10 +155,26 @@ class TwinEngine(Engine):
         )
 
     # ------------------------------------------------------------------ model life
+    def choose_dtype(self, dtype: str) -> None:
+        if self.requested_dtype != "auto" or self._model is not None:
+            return  # an explicit choice stands; a loaded model keeps its precision
+        self.dtype_name, self.dtype = dtype, torch_dtype(dtype)
+
+    def memory_estimate(self, dtype: str, request: SynthesisRequest | None = None
+                        ) -> tuple[int, int | None]:
+        """Weights from the parameter count; the peak above them from :meth:`estimate`'s
+        analytic model (for a typical 200-character request when ``request`` is None)."""
+        request = request or SynthesisRequest(text=TYPICAL_TEXT[:200])
+        rate = request.sample_rate or NATIVE_SAMPLE_RATE
+        plan = estimate_memory(self.config, torch_dtype(dtype), self.plan(request), rate,
+                               attention_cache=self.attention_cache)
+        return self.parameter_count * ITEMSIZE[dtype], plan.transient_bytes
+
     def load(self, device: str = "auto") -> None:
         if self._model is not None:
             return
         target = resolve_device(device)
+        check_dtype(self.dtype_name, target)  # before anything is built
         self._model = build_model(self.config, device=target, dtype=self.dtype,
                                   seed=self.weight_seed)
         self._device = target
@@ -299,7 +321,7 @@ class TwinEngine(Engine):
         meta: dict[str, Any] = {
             "engine": self.name, "device": device, "seed": seed, "speech": False,
             "scale": self.scale, "dtype": self.dtype_name,
-            "attention_cache": self.attention_cache,
+            "weights_bytes": self.model_bytes(), "attention_cache": self.attention_cache,
             "attention_cache_bytes_per_token": self.config.attention_cache_bytes_per_token(
                 self.dtype),
             "use_kv_cache": request.use_kv_cache, "history_cap_tokens": HISTORY_CAP_TOKENS,

@@ -27,11 +27,11 @@ BEGIN_OF_AUDIO = TEXT_VOCAB + 1
 #: Prompt audio is read at this rate for the speech tokenizer (whisper front-end).
 ENCODER_SAMPLE_RATE = 16000
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def torch_dtype(name: str) -> torch.dtype:
-    """``"fp32"`` / ``"bf16"`` -> the torch dtype.
+    """``"fp32"`` / ``"bf16"`` / ``"fp16"`` -> the torch dtype.
 
     Raises:
         ValueError: another name.
