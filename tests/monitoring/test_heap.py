@@ -194,3 +194,26 @@ def test_live_heap_growing_over_repeats_is_flagged_as_a_leak_no_cleanup_returns(
     assert "leak" not in reasons  # the RSS rule's "a full cleanup returns it" would be wrong
     assert "cache.reclaimable" not in reasons  # nothing is held free: no light cleanup advised
     assert got["trim_returned"] < 8 * MiB  # and indeed a trim returns next to nothing
+
+
+@needs_glibc
+def test_heap_figures_reach_the_store_and_the_policy_history() -> None:
+    """The heap is read after every event (before one only for cleanups), kept in the events
+    table and read back by the policy like any other figure."""
+    from monitoring import Store, Tracker
+    from monitoring.policy import history_from_frame
+
+    with Store(":memory:") as store:
+        session = store.start_session("heap")
+        tracker = Tracker(store=store, session_id=session)
+        with tracker.track("synthesis", size=1):
+            pass
+        with tracker.track("cleanup", "light", releasable=True, level="light"):
+            pass
+        store.flush()
+        events = store.events(session_id=session)
+        (synthesis, cleanup) = history_from_frame(events)
+    assert synthesis.host_heap_in_use.before_bytes is None  # not read: it walks the heap
+    assert synthesis.host_heap_in_use.after_bytes > MiB
+    assert cleanup.host_heap_in_use.before_bytes > MiB and cleanup.host_heap_in_use.after_bytes
+    assert events["host_heap_in_use_after_bytes"].notna().all()
