@@ -60,6 +60,7 @@ class HeapFigures:
         free_bytes: Free blocks glibc holds in its arenas, resident or not (``fordblks``).
         top_bytes: The free top of the main arena, which a trim always returns (``keepcost``).
         arena_bytes: Bytes the arenas hold from the system, used and free (``arena``).
+        free_chunks: Free blocks in the arenas (``ordblks``): what the read walks.
         releasable_bytes: Estimate of the free bytes that are resident now, what
             ``malloc_trim(0)`` returns (see the module doc); None until the first trim.
     """
@@ -69,6 +70,7 @@ class HeapFigures:
     free_bytes: int
     top_bytes: int
     arena_bytes: int
+    free_chunks: int
     releasable_bytes: int | None
 
 
@@ -121,14 +123,14 @@ _lock = threading.Lock()
 _after_trim: dict[str, int] = {}  # "other": RssAnon - in use, right after the last trim
 
 
-def _raw() -> tuple[int, int, int, int, int] | None:
-    """``(in use, mmapped, free, top, arena)`` bytes now, or None."""
+def _raw() -> tuple[int, int, int, int, int, int] | None:
+    """``(in use, mmapped, free, top, arena, free chunks)`` now, or None."""
     function = _mallinfo2()
     if function is None:
         return None
     info = function()
     return (info.uordblks + info.hblkhd, info.hblkhd, info.fordblks, info.keepcost,
-            info.arena)
+            info.arena, info.ordblks)
 
 
 def note_trim() -> None:
@@ -146,7 +148,7 @@ def read() -> HeapFigures | None:
     raw = _raw()
     if raw is None:
         return None
-    in_use, mmapped, free, top, arena = raw
+    in_use, mmapped, free, top, arena, chunks = raw
     with _lock:
         other = _after_trim.get("other")
     anon = rss_anon_bytes() if other is not None else None
@@ -154,7 +156,8 @@ def read() -> HeapFigures | None:
     if anon is not None and other is not None:
         releasable = min(free, max(0, anon - in_use - other))
     return HeapFigures(in_use_bytes=in_use, mmapped_bytes=mmapped, free_bytes=free,
-                       top_bytes=top, arena_bytes=arena, releasable_bytes=releasable)
+                       top_bytes=top, arena_bytes=arena, free_chunks=chunks,
+                       releasable_bytes=releasable)
 
 
 __all__ = ["HeapFigures", "available", "note_trim", "read", "rss_anon_bytes"]
