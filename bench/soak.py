@@ -9,6 +9,9 @@ policy in its default *advise* mode) speaks deterministic texts of 10-400 charac
 10, 100, 200 and the last. Part 2: three cycles of ``--cycle`` syntheses, each followed by a
 full cleanup (the model unloaded, gc, ``malloc_trim``), printing the RSS floor after each
 cleanup and the spread of the three floors (target: within 10 MB). Torch runs one thread.
+After the load and each floor it also prints what the RSS is made of: file-backed pages
+(shared libraries' code, the memory-mapped voice) and anonymous memory, and of that the C heap
+in live blocks and held free (``monitoring.heap``); last, what one heap read costs.
 
 Usage: python bench/soak.py [--count N] [--cycle N] [--threads N]
 Last line: ``ratio: X`` (RSS after the last synthesis of part 1 / RSS after the 10th; target
@@ -35,6 +38,49 @@ def rss_mb() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
+def anon_mb() -> float:
+    """This process's anonymous resident memory (MB): RSS without the file-backed pages,
+    whose share depends on what the machine's page cache holds (libraries' code)."""
+    from monitoring import heap
+
+    return (heap.rss_anon_bytes() or 0) / 1e6
+
+
+def parts() -> str:
+    """What the RSS is made of now (MB): file-backed, anonymous, and the C heap's share."""
+    from monitoring import heap
+
+    status = {}
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            key, _, value = line.partition(":")
+            if key in ("RssAnon", "RssFile"):
+                status[key] = int(value.split()[0]) * 1024 / 1e6
+    figures = heap.read()
+    text = (f"file-backed {status.get('RssFile', 0):.0f} MB, anonymous "
+            f"{status.get('RssAnon', 0):.0f} MB")
+    if figures is not None:
+        held = figures.releasable_bytes
+        text += (f" (C heap: {figures.in_use_bytes / 1e6:.0f} MB in live blocks, "
+                 f"{'?' if held is None else f'{held / 1e6:.0f}'} MB held free)")
+    return text
+
+
+def heap_read_cost() -> str:
+    """Median wall time of one heap read (glibc walks every free block)."""
+    import statistics
+
+    from monitoring import heap
+
+    times = []
+    for _ in range(21):
+        t0 = time.perf_counter()
+        figures = heap.read()
+        times.append(time.perf_counter() - t0)
+    chunks = figures.free_chunks if figures is not None else 0
+    return f"{statistics.median(times) * 1e3:.2f} ms ({chunks} free blocks)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=300)
@@ -57,7 +103,7 @@ def main() -> None:
     session = SynthesisSession("piper", device="cpu", label="soak")
     t0 = time.perf_counter()
     session.ensure_loaded()
-    print(f"RSS after load: {rss_mb():.0f} MB; texts {min(map(len, texts))}-"
+    print(f"RSS after load: {rss_mb():.0f} MB: {parts()}; texts {min(map(len, texts))}-"
           f"{max(map(len, texts))} characters, mean {sum(map(len, texts)) / len(texts):.0f}")
     marks = sorted({10, 100, 200, args.count} & set(range(1, args.count + 1)))
     at: dict[int, float] = {}
@@ -68,7 +114,7 @@ def main() -> None:
             at[i] = rss_mb()
             print(f"RSS after {i:3d} syntheses: {at[i]:6.0f} MB "
                   f"({time.perf_counter() - t0:.0f} s, {audio_s:.0f} s of audio)")
-    floors = []
+    floors, anon = [], []
     done = args.count
     for cycle in range(3):
         for text in texts[done: done + args.cycle]:
@@ -76,11 +122,14 @@ def main() -> None:
             session.synthesize(SynthesisRequest(text=text, seed=done))
         result = session.cleanup("full")
         floors.append(rss_mb())
+        anon.append(anon_mb())
         print(f"cycle {cycle + 1}: {args.cycle} syntheses, full cleanup "
-              f"({result.duration_s:.2f} s) -> floor {floors[-1]:.0f} MB")
+              f"({result.duration_s:.2f} s) -> floor {floors[-1]:.0f} MB: {parts()}")
     spread = max(floors) - min(floors)
     print(f"floors within {spread:.1f} MB of each other (target <= 10): "
-          f"{'yes' if spread <= 10 else 'no'}; total {time.perf_counter() - t0:.0f} s")
+          f"{'yes' if spread <= 10 else 'no'} (anonymous memory alone: within "
+          f"{max(anon) - min(anon):.1f} MB); total {time.perf_counter() - t0:.0f} s")
+    print(f"one heap read (glibc mallinfo2): {heap_read_cost()}")
     session.close()
     print(f"ratio: {at[args.count] / at[min(at)]:.3f}")
 

@@ -370,7 +370,8 @@ class SynthesisSession:
         fresh reading of the model's process) and its measured cost of coming back."""
         snap = self.snapshot()
         gpu = snap.torch_reserved_bytes is not None
-        cache = (snap.torch_reserved_bytes - (snap.torch_allocated_bytes or 0)) if gpu else None
+        cache = (snap.torch_reserved_bytes - (snap.torch_allocated_bytes or 0) if gpu
+                 else snap.host_heap_releasable_bytes)  # CPU: glibc's free heap (estimate)
         loads = [e for e in self.history if e.kind == "load" and e.ok]
         reload_s = next((e.duration_s for e in reversed(loads)
                          if e.features.get("reason") is None), None)
@@ -381,7 +382,7 @@ class SynthesisSession:
         options = [
             CleanupOption("light", cache,
                           "the allocator's unused cache" if gpu else
-                          "freed memory the C allocator keeps (known only after the trim)",
+                          "freed memory the C allocator keeps (an estimate)",
                           0.0),
             CleanupOption("full", None if weights is None else weights + (cache or 0),
                           "the model's weights and caches" + (" and the allocator's cache"

@@ -21,7 +21,8 @@ from typing import Any
 
 #: Public name -> the module that defines it. Imported on first use (PEP 562), so that
 #: ``import monitoring.release`` or ``monitoring.torch_allocator`` alone stays light: an engine
-#: worker under another interpreter imports just those two.
+#: worker under another interpreter imports just those two (and ``monitoring.heap``, which
+#: ``release`` uses).
 _WHERE = {
     "Breakdown": "monitoring.records",
     "Change": "monitoring.records",

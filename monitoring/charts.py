@@ -202,6 +202,10 @@ def growth_frame(events: pd.DataFrame) -> pd.DataFrame:
         out[f"{fig_name}_after_bytes"] = after
         if peak is not None:
             out[f"{fig_name}_peak_delta_bytes"] = peak - before
+    for fig_name in ("host_heap_in_use", "host_heap_releasable"):  # levels after, no before
+        after = syn.get(f"{fig_name}_after_bytes")
+        if after is not None and after.notna().any():
+            out[f"{fig_name}_after_bytes"] = after
     return out
 
 
@@ -234,6 +238,8 @@ def growth_figure(events: pd.DataFrame, max_points: int = 600) -> go.Figure:
         fig.add_trace(go.Scatter(x=drawn["n"], y=drawn[f"{name}_after_bytes"] / MIB,
                                  name=level.get(name, name), mode="lines+markers",
                                  line={"color": "#2a9d8f"}, yaxis="y2"))
+        if name == "host_rss":  # on a CPU: RSS split into live malloc blocks and free memory
+            _heap_lines(fig, frame, max_points)
         fig.update_layout(yaxis2={"overlaying": "y", "side": "right",
                                   "title": _("level, MiB"), "tickformat": ",.0f",
                                   "nticks": 6})
@@ -242,6 +248,23 @@ def growth_figure(events: pd.DataFrame, max_points: int = 600) -> go.Figure:
                       height=340, margin={"l": 10, "r": 10, "t": 30, "b": 10},
                       legend={"orientation": "h", "y": -0.2}, meta={"figure": name})
     return fig
+
+
+def _heap_lines(fig: go.Figure, frame: pd.DataFrame, max_points: int) -> None:
+    """The C heap's levels after each synthesis (where recorded), on the level axis."""
+    lines = {"host_heap_in_use_after_bytes": (_("C heap in use after each (live malloc "
+                                                "blocks)"), "#e76f51", "solid"),
+             "host_heap_releasable_after_bytes": (_("held free by the C allocator after each "
+                                                    "(a light cleanup returns it)"),
+                                                  "#8ab17d", "dot")}
+    cols = [c for c in lines if c in frame]
+    if not cols:
+        return
+    drawn = downsample_max(frame, cols, max_points)
+    for col in cols:
+        label, color, dash = lines[col]
+        fig.add_trace(go.Scatter(x=drawn["n"], y=drawn[col] / MIB, name=label, mode="lines",
+                                 line={"color": color, "dash": dash}, yaxis="y2"))
 
 
 def breakdown_rows(event: pd.Series | dict[str, Any]) -> pd.DataFrame:
@@ -264,6 +287,11 @@ def breakdown_rows(event: pd.Series | dict[str, Any]) -> pd.DataFrame:
          delta("non_torch_gpu_after_bytes", "non_torch_gpu_before_bytes"), None),
         ("host RSS", delta("host_rss_after_bytes", "host_rss_before_bytes"),
          delta("host_rss_peak_bytes", "host_rss_after_bytes")),
+        # read before an event only for cleanups (the heap read walks malloc's free blocks)
+        ("C heap in use (live malloc blocks)",
+         delta("host_heap_in_use_after_bytes", "host_heap_in_use_before_bytes"), None),
+        ("C heap held free (a trim returns it)",
+         delta("host_heap_releasable_after_bytes", "host_heap_releasable_before_bytes"), None),
     ]
     return pd.DataFrame(rows, columns=["part", "retained_bytes", "transient_bytes"]).dropna(
         subset=["retained_bytes", "transient_bytes"], how="all")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psutil
 
+from monitoring import heap
 from monitoring._logonce import LogOnce
 
 _log = logging.getLogger(__name__)
@@ -162,6 +163,12 @@ class HostProbe:
                 _SCOPES[scope] = left
             else:
                 _SCOPES.pop(scope, None)
+
+    def heap(self) -> heap.HeapFigures | None:
+        """Host heap of this process (glibc malloc, see :mod:`monitoring.heap`); None for a
+        watched other process (its heap cannot be read from here) or where glibc's figures are
+        not available."""
+        return heap.read() if self._target is None else None
 
     def system_memory(self) -> tuple[int | None, int | None]:
         """Host, machine-wide: (available bytes, total bytes) of RAM."""

@@ -86,6 +86,15 @@ _HOST_GAUGES = (
     ("system_available_bytes", "system_available_bytes",
      "host: RAM available to new allocations, machine-wide"),
     ("system_total_bytes", "system_total_bytes", "host: installed RAM, machine-wide"),
+    ("host_heap_in_use_bytes", "host_heap_in_use_bytes",
+     "host heap: bytes in live malloc blocks of this process (glibc mallinfo2 uordblks + "
+     "hblkhd)"),
+    ("host_heap_free_bytes", "host_heap_free_bytes",
+     "host heap: free bytes glibc keeps in its arenas, resident or already trimmed (fordblks): "
+     "retained for reuse, the most a trim could return"),
+    ("host_heap_releasable_bytes", "host_heap_releasable_bytes",
+     "host heap: estimate of the retained free bytes resident now, which a light cleanup "
+     "(malloc_trim) returns"),
 )
 _GPU_LABELS = ("gpu", "name", "uuid")
 #: Event kinds whose series exist (at 0) from the start, so that rates and dashboards work
@@ -195,6 +204,8 @@ class SnapshotCollector(Collector):
             family.add_metric(["nvml"], 1.0 if nvml_ok else 0.0)
             family.add_metric(["torch_allocator"], 1.0 if torch_ok else 0.0)
             family.add_metric(["host"], 1.0 if snap.host_rss_bytes is not None else 0.0)
+            family.add_metric(["host_heap"],
+                              1.0 if snap.host_heap_in_use_bytes is not None else 0.0)
         return family
 
     def _model_families(self, snap: Snapshot | None,

@@ -112,6 +112,10 @@ class Breakdown:
         nvml_process: NVML this process, everything on the watched GPU.
         nvml_device: NVML device-wide, all processes.
         host_rss: host RSS of this process.
+        host_heap_in_use: host heap, live malloc blocks of this process (no peak; before only
+            for events tracked with ``releasable``, such as cleanups: the read walks the heap).
+        host_heap_releasable: host heap, free bytes resident now that a light cleanup returns
+            (an estimate, see :mod:`monitoring.heap`; no peak; before as above).
     """
 
     torch_allocated: Change
@@ -121,6 +125,8 @@ class Breakdown:
     nvml_process: Change
     nvml_device: Change
     host_rss: Change
+    host_heap_in_use: Change = Change(None, None)
+    host_heap_releasable: Change = Change(None, None)
 
     def as_dict(self) -> dict[str, Change]:
         """The figures by name, in declaration order."""
@@ -192,6 +198,9 @@ class EventRecord:
                 b.nvml_device_used_bytes, a.nvml_device_used_bytes, p.nvml_device_used_bytes
             ),
             host_rss=Change(b.host_rss_bytes, a.host_rss_bytes, p.host_rss_bytes),
+            host_heap_in_use=Change(b.host_heap_in_use_bytes, a.host_heap_in_use_bytes),
+            host_heap_releasable=Change(b.host_heap_releasable_bytes,
+                                        a.host_heap_releasable_bytes),
         )
 
 

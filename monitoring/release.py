@@ -17,6 +17,8 @@ import sys
 import threading
 from typing import Any
 
+from monitoring import heap
+
 _log = logging.getLogger(__name__)
 
 
@@ -34,9 +36,16 @@ def _glibc() -> Any:
 
 
 def malloc_trim() -> bool | None:
-    """Ask glibc to return free heap memory to the OS; None where there is no glibc."""
+    """Ask glibc to return free heap memory to the OS; None where there is no glibc.
+
+    Every trim of the process goes through here, so that the heap probe knows what a trim
+    leaves (:func:`monitoring.heap.note_trim`, the zero of its releasable estimate)."""
     libc = _glibc()
-    return None if libc is None else bool(libc.malloc_trim(0))
+    if libc is None:
+        return None
+    trimmed = bool(libc.malloc_trim(0))
+    heap.note_trim()
+    return trimmed
 
 
 def empty_cache() -> bool:
@@ -79,16 +88,17 @@ _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def trim_if_grown(growth_bytes: int = TRIM_GROWTH_BYTES) -> int | None:
-    """After a synthesis: ``malloc_trim(0)`` when this process's RSS has grown by more than
-    ``growth_bytes`` since the last trim (or since the first call); returns the bytes it gave
-    back (0: no trim was due), or None where there is no glibc or no ``/proc``.
+    """After a synthesis: ``malloc_trim(0)`` at the first call and whenever this process's RSS
+    has grown by more than ``growth_bytes`` since the last trim; returns the bytes it gave back
+    (0: no trim was due), or None where there is no glibc or no ``/proc``.
 
     glibc keeps memory that a synthesis freed (a CPU synthesis of a long text frees hundreds of
     MB of activations, mostly in fragments it cannot give back by itself), so without a trim the
     RSS of a long-running process climbs by that much and stays there. Trimming after every
     synthesis would cost the next one the page faults of its whole working set; trimming only
     past this growth bounds the retention at about ``growth_bytes`` for a trim every few long
-    syntheses (a trim takes about 10 ms).
+    syntheses (a trim takes about 10 ms). The first call trims so that the heap probe's
+    releasable estimate (:mod:`monitoring.heap`) is known from the first synthesis on.
     """
     if _glibc() is None:
         return None
@@ -96,8 +106,8 @@ def trim_if_grown(growth_bytes: int = TRIM_GROWTH_BYTES) -> int | None:
     if rss is None:
         return None
     with _guard_lock:
-        floor = _guard.setdefault("floor", rss)
-        if rss - floor <= growth_bytes:
+        floor = _guard.get("floor")
+        if floor is not None and rss - floor <= growth_bytes:
             _guard["floor"] = min(floor, rss)
             return 0
         malloc_trim()

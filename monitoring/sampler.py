@@ -212,7 +212,7 @@ class Sampler:
 
     def sample_once(self) -> Snapshot:
         """Take one sample now (the thread calls this; tests and pages may too)."""
-        snapshot = self.probes.snapshot(host_peak=False)
+        snapshot = self.probes.snapshot(host_peak=False, heap=False)
         with self._lock:
             self._samples.append(snapshot)
             self._count += 1

@@ -9,6 +9,8 @@ this code is refused, never downgraded.
 - v2: the timeline also keeps torch fragmentation (``samples.torch_inactive_split_bytes``), and
   indexes serve the per-session queries of the pages (events by session and kind, samples by
   session and time).
+- v3: events also keep the host heap (glibc malloc) of the process: bytes in live blocks and the
+  resident free bytes a trim returns (``host_heap_in_use_*``, ``host_heap_releasable_*``).
 """
 
 from __future__ import annotations
@@ -88,7 +90,16 @@ CREATE INDEX events_by_session ON events (session_id, kind, id);
 CREATE INDEX samples_by_session ON samples (session_id, wall_s)
 """
 
-MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2}
+_V3 = """
+ALTER TABLE events ADD COLUMN host_heap_in_use_before_bytes INTEGER;
+ALTER TABLE events ADD COLUMN host_heap_in_use_after_bytes INTEGER;
+ALTER TABLE events ADD COLUMN host_heap_in_use_peak_bytes INTEGER;
+ALTER TABLE events ADD COLUMN host_heap_releasable_before_bytes INTEGER;
+ALTER TABLE events ADD COLUMN host_heap_releasable_after_bytes INTEGER;
+ALTER TABLE events ADD COLUMN host_heap_releasable_peak_bytes INTEGER
+"""
+
+MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3}
 """Version -> SQL that brings the previous version to it."""
 
 SCHEMA_VERSION = max(MIGRATIONS)

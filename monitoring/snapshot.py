@@ -8,6 +8,8 @@ cannot provide it. Each field says where it comes from:
   allocator's pool and every other library's GPU memory (``nvidia-smi``'s process table).
 - *torch allocator*: PyTorch's CUDA caching allocator (``torch.cuda.memory_stats()``), one device.
 - *host*: this process's resident set (RSS) in RAM, and the machine's available RAM.
+- *host heap*: this process's C allocator (glibc malloc, :mod:`monitoring.heap`): bytes in live
+  blocks versus free bytes it keeps, the CPU counterpart of torch's allocated versus reserved.
 """
 
 from __future__ import annotations
@@ -89,6 +91,14 @@ class Snapshot:
         host_rss_bytes: host: this process's resident set size (RSS).
         host_peak_rss_bytes: host: peak RSS (Linux ``VmHWM``), see peaks above.
         host_peak_resettable: host: whether the peak can be reset per event (None: not tried yet).
+        host_heap_in_use_bytes: host heap: bytes in live malloc blocks of this process (glibc
+            ``uordblks + hblkhd``); None where glibc's ``mallinfo2`` is absent, for a watched
+            other process, and in the sampler's samples (the read walks the heap).
+        host_heap_free_bytes: host heap: free bytes glibc keeps in its arenas, resident or
+            already given back by a trim (``fordblks``): the most a trim could return.
+        host_heap_releasable_bytes: host heap: estimate of the free bytes resident now, which
+            a light cleanup (``malloc_trim``) returns (see :mod:`monitoring.heap`); None until
+            the process trimmed once.
         system_available_bytes: host: RAM available to new allocations, machine-wide.
         system_total_bytes: host: installed RAM, machine-wide.
         gpus: Every GPU NVML sees.
@@ -117,6 +127,9 @@ class Snapshot:
     host_rss_bytes: int | None = None
     host_peak_rss_bytes: int | None = None
     host_peak_resettable: bool | None = None
+    host_heap_in_use_bytes: int | None = None
+    host_heap_free_bytes: int | None = None
+    host_heap_releasable_bytes: int | None = None
     system_available_bytes: int | None = None
     system_total_bytes: int | None = None
     gpus: tuple[GpuMemory, ...] = ()

@@ -173,7 +173,9 @@ class SynthesisRecord(BaseModel):
     host_peak_source: str | None = Field(description="vmhwm (exact) or sampler (lower bound)")
     memory: dict[str, Change] = Field(description="By figure: torch_allocated, torch_reserved,"
                                                   " torch_inactive_split, non_torch_gpu, "
-                                                  "nvml_process, nvml_device, host_rss")
+                                                  "nvml_process, nvml_device, host_rss, "
+                                                  "host_heap_in_use, host_heap_releasable "
+                                                  "(glibc heap: after only; null elsewhere)")
 
 
 class AudioPayload(BaseModel):

@@ -54,6 +54,13 @@ def memory_card(outcome: SynthesisOutcome) -> None:
     cols[3].metric(_("real-time factor"), f"{res.rtf:.3f}" if res.rtf else "n/a",
                    help=_("synthesis wall time / audio duration (below 1: faster than real "
                           "time)"))
+    in_use, held = b.host_heap_in_use.after_bytes, b.host_heap_releasable.after_bytes
+    if in_use is not None:
+        st.caption(_("C heap (glibc malloc) after it: {live} in live blocks, {held} held free "
+                     "for reuse, which a light cleanup returns to the system").format(
+                         live=fmt_bytes(in_use),
+                         held=_("~{size}").format(size=fmt_bytes(held)) if held is not None
+                         else _("an unknown amount")))
     non_torch = b.non_torch_gpu
     parts = res.metadata.get("non_torch_parts") or []
     if non_torch.before_bytes is not None or parts:

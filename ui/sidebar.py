@@ -30,7 +30,7 @@ CLEANUP_LEVELS = {
 #: marked here for the catalog.
 OPTION_WORDS = (
     N_("the allocator's unused cache"),
-    N_("freed memory the C allocator keeps (known only after the trim)"),
+    N_("freed memory the C allocator keeps (an estimate)"),
     N_("the model's weights and caches"),
     N_("the model's weights and caches and the allocator's cache"),
     N_("everything the worker holds: host RSS"),

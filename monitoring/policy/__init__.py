@@ -30,8 +30,11 @@ The memory model, per domain (GPU when the snapshot has torch allocator figures,
   held goes (cache, fragmentation, memory retained since the load), so that is the room a full
   cleanup can make for the request.
 
-Rules (ids in :data:`RULES`): headroom (``headroom.*``), reclaimable cache (``cache.reclaimable``),
-cache growth that levels off versus a leak (``cache.levelled``, ``cache.growing``, ``leak``),
+Rules (ids in :data:`RULES`): headroom (``headroom.*``), reclaimable cache (``cache.reclaimable``;
+on a CPU the free memory glibc keeps, with what a light cleanup returns where the heap figures
+are known), cache growth that levels off versus a leak (``cache.levelled``, ``cache.growing``,
+``leak``; on a CPU also ``leak.heap``: live malloc blocks rising across repeats of one request
+shape, which no cleanup returns: see :mod:`monitoring.policy.cpu_heap`),
 fragmentation (``fragmentation``, ``fragmentation.retries``), configuration switch (``switch``),
 and cost (``cost.not_needed``: a full cleanup is never advised when nothing needs the room now).
 """
@@ -42,6 +45,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from monitoring.policy.context import _context
+from monitoring.policy.cpu_heap import heap_leak
 from monitoring.policy.history import HistoryEvent, history_from_frame, history_from_records
 from monitoring.policy.pending import PendingRequest, lighter_request
 from monitoring.policy.prediction import PeakPrediction, predict_peak
@@ -78,7 +82,9 @@ def recommend(snapshot: Snapshot, history: Sequence[HistoryEvent],
         return Recommendation("none", "info", (Reason("policy.off", "none", "info",
                                                       "policy off"),), mode="off")
     ctx = _context(snapshot, history, pending, settings)
-    reasons = [*_rule_switch(ctx), *_rule_restart(ctx), *_rule_headroom(ctx), *_rule_leak(ctx),
+    heap = heap_leak(ctx)  # on a CPU, live heap growth: more telling than RSS's, so it wins
+    leak = [r for r in _rule_leak(ctx) if not (heap and r.rule == "leak")]
+    reasons = [*_rule_switch(ctx), *_rule_restart(ctx), *_rule_headroom(ctx), *heap, *leak,
                *_rule_fragmentation(ctx), *_rule_cache(ctx)]
     return _combine(ctx, _rule_cost(ctx, reasons))
 

@@ -67,7 +67,11 @@ class _Context:
     @property
     def figure(self) -> str:
         """The figure whose retained level tells leaks: live tensors on GPU, RSS on CPU."""
-        return _("torch allocated memory") if self.domain == "gpu" else _("host RSS")
+        if self.domain == "gpu":
+            return _("torch allocated memory")
+        if self.snapshot.host_heap_releasable_bytes is not None:
+            return _("host RSS less the free memory the C allocator keeps")
+        return _("host RSS")
 
     def cost_text(self) -> str:
         cost = self.reload_cost
@@ -85,9 +89,10 @@ def _headroom(snapshot: Snapshot, domain: str) -> tuple[int | None, int | None]:
 
 
 def _light_frees(snapshot: Snapshot, domain: str) -> int | None:
-    """GPU: what ``empty_cache()`` returns (measured, else reserved - live - fragmented)."""
+    """GPU: what ``empty_cache()`` returns (measured, else reserved - live - fragmented). CPU:
+    what ``malloc_trim`` returns, glibc's resident free heap (an estimate; None: unknown)."""
     if domain == "cpu":
-        return None
+        return snapshot.host_heap_releasable_bytes
     if snapshot.torch_releasable_bytes is not None:
         return snapshot.torch_releasable_bytes
     reserved = snapshot.torch_reserved_bytes
@@ -120,13 +125,22 @@ def _find_leak(ctx: _Context) -> _Leak | None:
 
     On CPU the step of a synthesis with a longer text than any before it since the load is left
     out: glibc's pool grows to each new high-water mark and keeps it, which is a cache, not a
-    leak (a leak shows at every step, whatever the length).
+    leak (a leak shows at every step, whatever the length). Where every synthesis of the series
+    recorded the heap, its CPU level is RSS less glibc's resident free heap (what a trim would
+    have returned), so that memory kept for reuse never reads as a leak.
     """
     settings = ctx.settings
     if not ctx.loaded:
         return None
     figure = "torch_allocated" if ctx.domain == "gpu" else "host_rss"
     events = _series(ctx, figure)
+    live = ctx.domain == "cpu" and all(
+        e.host_heap_releasable.after_bytes is not None for e in events)
+
+    def level(event: HistoryEvent) -> int:
+        value: int = getattr(event, figure).after_bytes
+        return value - (event.host_heap_releasable.after_bytes or 0) if live else value
+
     steps: list[int] = []
     longest = _chars(events[0], settings) if events else None
     for prev, event in itertools.pairwise(events):
@@ -136,7 +150,7 @@ def _find_leak(ctx: _Context) -> _Leak | None:
         if chars is not None:
             longest = chars if longest is None else max(longest, chars)
         if not new_longest:
-            steps.append(getattr(event, figure).after_bytes - getattr(prev, figure).after_bytes)
+            steps.append(level(event) - level(prev))
     steps = steps[-settings.leak_window:]
     if len(steps) < settings.leak_min_steps:
         return None
@@ -146,7 +160,7 @@ def _find_leak(ctx: _Context) -> _Leak | None:
     if (slope < settings.leak_slope_bytes or recent < settings.leak_slope_bytes / 2
             or rising < settings.leak_rising_fraction):
         return None
-    last = getattr(events[-1], figure).after_bytes
+    last = level(events[-1])
     since = last - ctx.baseline if ctx.baseline is not None else round(slope * len(steps))
     return _Leak(slope_bytes=slope, steps=len(steps), since_load_bytes=max(0, since))
 

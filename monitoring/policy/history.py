@@ -17,6 +17,8 @@ _FIGURES = (
     "host_rss",
     "nvml_process",
     "nvml_device",
+    "host_heap_in_use",
+    "host_heap_releasable",
 )
 _UNKNOWN = Change(None, None)
 
@@ -32,7 +34,8 @@ class HistoryEvent:
         duration_s: Wall time of the event (a load's is the reload cost).
         features: Recorded features (treat as read-only).
         torch_allocated, torch_reserved, torch_inactive_split, host_rss, nvml_process,
-        nvml_device: Before/after/peak of each figure (see :class:`~monitoring.records.Change`).
+        nvml_device, host_heap_in_use, host_heap_releasable: Before/after/peak of each figure
+            (see :class:`~monitoring.records.Change`).
         alloc_retries_before: torch ``num_alloc_retries`` at the start, when recorded.
         alloc_retries_after: Likewise at the end.
     """
@@ -48,6 +51,8 @@ class HistoryEvent:
     host_rss: Change = _UNKNOWN
     nvml_process: Change = _UNKNOWN
     nvml_device: Change = _UNKNOWN
+    host_heap_in_use: Change = _UNKNOWN
+    host_heap_releasable: Change = _UNKNOWN
     alloc_retries_before: int | None = None
     alloc_retries_after: int | None = None
 

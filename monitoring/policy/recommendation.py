@@ -53,10 +53,11 @@ class Recommendation:
         needed_bytes: Free memory the pending request will take (upper bound with margins, after
             what the process holds unused is reused), or None when not predictable.
         headroom_bytes: Free memory now (GPU: NVML device free; CPU: available RAM), or None.
-        light_frees_bytes: What a light cleanup returns (GPU: releasable cache; None on CPU,
-            where what glibc retains cannot be measured beforehand).
+        light_frees_bytes: What a light cleanup returns (GPU: releasable cache; CPU: glibc's
+            resident free heap, an estimate, or None where the heap cannot be read).
         full_frees_bytes: What a full cleanup returns: the model's weights plus the light part
-            (on CPU: the weights; the trim's share is unknown). None when the weights are unknown.
+            (on CPU without heap figures: the weights; the trim's share is unknown). None when
+            the weights are unknown.
         reload_cost_s: Median measured load time of the engine (what a full cleanup costs the next
             synthesis), or None when no load was recorded.
         lighter: A lighter configuration that fits when the request does not, or None.

@@ -8,6 +8,7 @@ import statistics
 
 from monitoring.i18n import _, ngettext
 from monitoring.policy.context import _Context, _Room, _room, _series
+from monitoring.policy.cpu_heap import cpu_cache
 from monitoring.policy.history import HistoryEvent
 from monitoring.policy.pending import lighter_request, lighter_words
 from monitoring.policy.prediction import PeakPrediction, predict_peak
@@ -311,16 +312,7 @@ def _rule_cache(ctx: _Context) -> list[Reason]:
     """Reserved but unused memory a light cleanup returns (to other processes)."""
     snap, settings = ctx.snapshot, ctx.settings
     if ctx.domain == "cpu":
-        rss = snap.host_rss_bytes
-        if rss is None or ctx.baseline is None or not ctx.loaded:
-            return []
-        above = rss - ctx.baseline
-        if above < settings.reclaimable_bytes:
-            return []
-        return [Reason("cache.reclaimable", "light", "info", _(
-            "host RSS is {size} above its level after the load; part of it may be freed memory "
-            "glibc keeps for reuse, which a light cleanup (malloc_trim) returns to the system "
-            "(how much cannot be known beforehand).").format(size=fmt_bytes(above)))]
+        return cpu_cache(ctx)
     cache = ctx.light_frees
     if cache is None or cache < settings.reclaimable_bytes:
         return []
@@ -388,8 +380,8 @@ def _rule_cost(ctx: _Context, reasons: list[Reason]) -> list[Reason]:
 
 
 def _full_frees(ctx: _Context) -> int | None:
-    if not ctx.loaded:
-        return ctx.light_frees if ctx.domain == "gpu" else 0
+    if not ctx.loaded:  # CPU: the trim's share (glibc's resident free heap) where known
+        return ctx.light_frees if ctx.domain == "gpu" else (ctx.light_frees or 0)
     if ctx.weights is None:
         return None
     return ctx.weights + (ctx.light_frees or 0)

@@ -26,6 +26,7 @@ RULES = (
     "cache.levelled",
     "cache.growing",
     "leak",
+    "leak.heap",
     "fragmentation",
     "fragmentation.retries",
     "switch",
@@ -83,6 +84,11 @@ class PolicySettings:
             soon, even when the next request fits.
         cache_note_bytes: Growth of the cache (reserved on GPU, RSS on CPU) worth a note.
         reclaimable_bytes: Reclaimable cache worth a note.
+        heap_reclaimable_bytes: On a CPU, free memory the C allocator holds resident (what a
+            light cleanup returns, when the heap figures are known) worth a note.
+        heap_leak_slope_bytes: On a CPU, median growth of the C heap in use per repeat of one
+            request shape from which it is a possible leak (kernel caches keyed by shape grow
+            with new shapes, by about 2 MiB a synthesis while they fill: not with repeats).
         low_free_fraction: Free memory below this fraction of the total is tight.
         other_process_bytes: Memory other processes hold on the GPU from which they count.
         comfort_fraction: A request that takes at most this fraction of the free memory fits
@@ -115,6 +121,8 @@ class PolicySettings:
     leak_runway: int = 20
     cache_note_bytes: int = 64 * MiB
     reclaimable_bytes: int = 256 * MiB
+    heap_reclaimable_bytes: int = 64 * MiB
+    heap_leak_slope_bytes: int = 4 * MiB
     low_free_fraction: float = 0.10
     other_process_bytes: int = 256 * MiB
     comfort_fraction: float = 0.5

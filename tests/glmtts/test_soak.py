@@ -33,13 +33,15 @@ for i, text in enumerate(texts):
     outcome = session.synthesize(SynthesisRequest(text=text, seed=i))
     rss.append(rss_bytes())
     trimmed.append(outcome.record.features.get("heap_trimmed_bytes"))
+estimate = session.snapshot().host_heap_releasable_bytes  # what the probe says a trim returns
 before = rss_bytes()
 malloc_trim()
 retained = before - rss_bytes()  # what glibc still kept of freed memory
 rec = session.recommend(SynthesisRequest(text="One more, please.", seed=1))
 snap = session.snapshot()
 full = session.cleanup("full")
-print(json.dumps({"rss": rss, "trimmed": trimmed, "retained": retained,
+print(json.dumps({"rss": rss, "trimmed": trimmed, "retained": retained, "estimate": estimate,
+                  "heap_in_use": outcome.record.after.host_heap_in_use_bytes,
                   "growth": TRIM_GROWTH_BYTES, "rec_action": rec.action,
                   "rec_reasons": len(rec.reasons), "host_rss": snap.host_rss_bytes,
                   "full_loaded": session.loaded, "full_s": full.duration_s}))
@@ -61,6 +63,11 @@ def test_rss_stays_flat_over_thirty_syntheses() -> None:
     assert max(rss[5:]) < 1.3 * max(rss[:5]), mib
     assert all(isinstance(t, int) and t >= 0 for t in got["trimmed"]), got["trimmed"]
     assert any(t > 0 for t in got["trimmed"])  # a trim ran, and said what it gave back
+    # the heap probe read this session's process: its live blocks, and what a trim returns
+    if got["heap_in_use"] is not None:  # glibc 2.33+
+        assert got["heap_in_use"] > 50 * 2**20
+        assert abs(got["estimate"] - got["retained"]) < 16 * 2**20, (got["estimate"],
+                                                                     got["retained"])
     # The probes and the policy still see the process as before.
     assert got["host_rss"] > 100 * 2**20
     assert got["rec_action"] in ("none", "light", "full", "restart") and got["rec_reasons"] >= 0

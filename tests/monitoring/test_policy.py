@@ -106,6 +106,31 @@ def _non_torch_growth(count: int = 6, step: int = 96 * MiB) -> list[dict[str, An
 
 
 NON_TORCH_GROWTH = _non_torch_growth()
+
+
+def _heap_repeats(count: int, in_use_step: int, releasable_step: int) -> list[dict[str, Any]]:
+    """Syntheses of one request shape (the same configuration and size) after the piper
+    plateau trace, with the host heap figures a glibc process records: RSS rises 16 MiB each,
+    of which ``in_use_step`` in live malloc blocks and ``releasable_step`` free."""
+    rows, rss = [], 601_473_024
+    for i in range(count):
+        rows.append({"kind": "synthesis", "label": f"repeat {i}", "duration_s": 0.5, "ok": True,
+                     "oom": False, "features": {**PIPER, "text_chars": 120, "seed": i,
+                                                  "use_kv_cache": False},
+                     "host_rss_before_bytes": rss, "host_rss_after_bytes": rss + 16 * MiB,
+                     "host_rss_peak_bytes": rss + 40 * MiB,
+                     "host_heap_in_use_after_bytes": 180 * MiB + i * in_use_step,
+                     "host_heap_releasable_after_bytes": 8 * MiB + i * releasable_step})
+        rss += 16 * MiB
+        if i == count // 2:  # a full cleanup and a reload in between change nothing of it
+            rows += [FULL_CLEANUP, {"kind": "load", "duration_s": 0.4, "ok": True, "oom": False,
+                                    "features": {**PIPER, "weights_bytes": 62_601_836},
+                                    "host_rss_before_bytes": rss, "host_rss_after_bytes": rss}]
+    return rows
+
+
+HEAP_LEAK = _heap_repeats(8, 16 * MiB, 0)
+HEAP_RETAINED = _heap_repeats(8, 0, 16 * MiB)
 # The thin/rich pair: memory now such that the rich fit fits and the thin bound does not.
 THIN_NOW = {"torch_reserved_bytes": 6_621_000_000 + int(1.5 * GiB), "torch_inactive_split_bytes":
             490 * MiB, "torch_allocated_bytes": 6_621_000_000, "torch_active_bytes":
@@ -178,6 +203,35 @@ CASES = [
          snapshot={"system_available_bytes": 60 * MiB, "host_rss_bytes": 391_000_000}),
     Case("cpu-thin-history-gets-the-margin", "cpu_piper_thin", {**PIPER, "text_chars": 300},
          "none", "info", present=("headroom.fits",), texts=("widened 50% for thin history",)),
+    # --- on a CPU with glibc's heap figures: free memory kept versus live blocks
+    Case("cpu-free-heap-explains-the-growth-light-advised", "cpu_piper_plateau",
+         {**PIPER, "text_chars": 300}, "light", "advised", present=("cache.reclaimable",),
+         absent=("leak", "leak.heap"),
+         texts=("~150 MiB held free by the C allocator (glibc): 75% of the 200 MiB host RSS grew "
+                "since the load", "not a leak", "a light cleanup (malloc_trim) returns it"),
+         snapshot={"host_heap_releasable_bytes": 150 * MiB}),
+    Case("cpu-free-heap-a-minority-of-the-growth-is-a-note", "cpu_piper_plateau",
+         {**PIPER, "text_chars": 300}, "light", "info", present=("cache.reclaimable",),
+         texts=("~70.0 MiB held free by the C allocator", "only helps other programs"),
+         snapshot={"host_heap_releasable_bytes": 70 * MiB}),
+    Case("cpu-free-heap-advised-when-ram-is-tight", "cpu_piper_plateau", None, "light",
+         "advised", present=("cache.reclaimable",), texts=("of RAM is available",),
+         snapshot={"host_heap_releasable_bytes": 70 * MiB, "system_available_bytes": GiB}),
+    Case("cpu-live-heap-rising-over-repeats-is-a-leak", "cpu_piper_plateau",
+         {**PIPER, "text_chars": 120}, "none", "advised", present=("leak.heap",),
+         absent=("leak",),
+         texts=("C heap in use (live malloc blocks) rose 16.0 MiB per synthesis over the last 7 "
+                "repeats", "the cleanups in between did not bring it down",
+                "restarting the process is the remedy"), append=tuple(HEAP_LEAK)),
+    Case("cpu-live-heap-leak-in-a-worker-advises-its-restart", "cpu_piper_plateau",
+         {**PIPER, "text_chars": 120}, "restart", "advised", present=("leak.heap",),
+         append=tuple(HEAP_LEAK), settings={"restart_available": True}),
+    Case("cpu-free-heap-rising-over-repeats-is-not-a-leak", "cpu_piper_plateau",
+         {**PIPER, "text_chars": 120}, "light", "advised", present=("cache.reclaimable",),
+         absent=("leak", "leak.heap"), append=tuple(HEAP_RETAINED),
+         texts=("more than the 48.0 MiB host RSS grew since the load",),
+         snapshot={"host_rss_bytes": 601_473_024 + 8 * 16 * MiB,
+                   "host_heap_releasable_bytes": 120 * MiB}),
     # --- fragmentation
     Case("gpu-fragmentation-advised-when-the-request-is-tight", "gpu_a10g_fragmentation",
          {**GLM, "text_chars": 360, "use_kv_cache": True}, "full", "advised",

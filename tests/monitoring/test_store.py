@@ -128,20 +128,21 @@ def test_migrates_a_real_v1_file(tmp_path: Path) -> None:
     conn.close()
 
     with Store(path) as store:
-        assert store.schema_version == 2
+        assert store.schema_version == 3
         events = store.events()
         assert events["event_id"].tolist() == ["old-event"]
         assert events["host_rss_after_bytes"].tolist() == [123]
+        assert events["host_heap_in_use_after_bytes"].isna().all()  # v3: not measured then
         timeline = store.timeline()
         assert timeline["host_rss_bytes"].tolist() == [456]
         assert "torch_inactive_split_bytes" in timeline.columns
         indexes = {row[1] for row in store._conn.execute("PRAGMA index_list(events)")}
         assert "events_by_session" in indexes
         versions = [row[0] for row in store._conn.execute("SELECT version FROM schema_version")]
-        assert versions == [1, 2]
+        assert versions == [1, 2, 3]
         tracked(store, store.start_session())
     with Store(path) as store:  # opening a current file migrates nothing more
-        assert store.schema_version == 2
+        assert store.schema_version == 3
         assert len(store.events()) == 2
 
 

@@ -76,6 +76,22 @@ def test_unknown_figures_are_left_out_not_zero() -> None:
     assert "t_torch_reserved_bytes" not in names and "t_nvml_device_memory_used_bytes" not in names
     assert values[("t_probe_available", (("probe", "nvml"),))] == 0
     assert values[("t_host_rss_bytes", ())] == 100
+    assert "t_host_heap_free_bytes" not in names  # no glibc figures: left out
+    assert values[("t_probe_available", (("probe", "host_heap"),))] == 0
+
+
+def test_heap_gauges_come_from_this_process_heap() -> None:
+    """The real probes of this (glibc) process: the free memory glibc keeps and its live
+    blocks, as gauges (heap figures where the C library gives them)."""
+    from monitoring import heap
+
+    values = samples(MemoryMetrics("t"))
+    if not heap.available():
+        assert ("t_host_heap_in_use_bytes", ()) not in values
+        return
+    assert values[("t_host_heap_in_use_bytes", ())] > 2**20
+    assert values[("t_host_heap_free_bytes", ())] >= 0
+    assert values[("t_probe_available", (("probe", "host_heap"),))] == 1
 
 
 def test_events_cleanups_and_recoveries_are_counted() -> None:
