@@ -9,16 +9,20 @@ the short and medium texts of ``bench._texts`` and the first two sentences of it
 Before the load each server speaks eight of these texts, one after another, so that admission
 predicts from measured history rather than from the fixed ``--unseen-peak`` guess (set to the
 smallest budget, so that the guess too is admitted within every budget). Then its RSS is read
-(the loaded model and what the warm-up left) and its peak-RSS mark is reset
-(``/proc/PID/clear_refs``). The load runs in rounds that alternate between the servers, so
-that load from other processes on a shared machine hits every budget alike; a server's
-throughput is its syntheses answered 200 over the seconds its rounds took.
+(the loaded model and what the warm-up left) and, during the load, read again every 5 ms. The
+load runs in rounds that alternate between the servers, so that load from other processes on
+a shared machine hits every budget alike; a server's throughput is its syntheses answered 200
+over the seconds its rounds took.
 
-Per budget it prints: syntheses per second, the most syntheses admitted at once, the most
-predicted bytes admitted at once (``/v1/memory``'s ``admission.max_admitted_bytes``: what the
-service allowed itself, warm-up included) and the measured peak RSS above the loaded model
-during the load (``VmHWM`` after the reset, minus the RSS before: what the syntheses really
-took), both against the budget, and any refusal (413/429) or error.
+Per budget it prints: syntheses per second; the server's CPU seconds (user and system) per
+synthesis, the same work at every budget unless overlap costs more; the cores it kept busy
+(CPU seconds over wall seconds: below the machine's cores when other work takes them, and then
+no budget can buy throughput); the most syntheses
+admitted at once; the most predicted bytes admitted at once (``/v1/memory``'s
+``admission.max_admitted_bytes``: what the service allowed itself, warm-up included); and the
+measured peak RSS above the loaded model during the load (the largest RSS read, minus the RSS
+before: what the syntheses really took), both against the budget; and any refusal
+(413/429) or error.
 
 Threads: every server runs torch with ``--threads`` OpenMP threads (default 1). With one
 thread, one synthesis keeps one core busy, so what a larger budget adds (a second synthesis
@@ -40,10 +44,12 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import os
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +86,7 @@ class Side:
     client: httpx.Client
     baseline_rss: int = 0
     seconds: float = 0.0
+    cpu_s: float = 0.0
     ok: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
     admission: dict = field(default_factory=dict)
@@ -92,10 +99,13 @@ class Side:
             return -1
 
     def round(self, clients: int) -> None:
+        process = psutil.Process(self.proc.pid)
+        cpu0 = sum(process.cpu_times()[:2])
         t0 = time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(clients) as pool:
             codes = list(pool.map(self.post, ROUND))
         self.seconds += time.perf_counter() - t0
+        self.cpu_s += sum(process.cpu_times()[:2]) - cpu0
         for code in codes:
             self.statuses[code] = self.statuses.get(code, 0) + 1
         self.ok += codes.count(200)
@@ -105,11 +115,39 @@ class Side:
         return self.ok / self.seconds if self.seconds else 0.0
 
 
-def _hwm(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/PID/status")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+#: How often the RSS of the servers is read during the load (``/proc/PID/statm``, ~10 us).
+RSS_EVERY_S = 0.005
+
+
+def _rss(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+
+
+class RssWatch:
+    """The largest RSS of each server, read every :data:`RSS_EVERY_S` by a thread (the
+    server's own tracker resets the kernel's peak mark, ``VmHWM``, at each event, so that
+    mark cannot span a load)."""
+
+    def __init__(self, sides: list[Side]) -> None:
+        self.sides = sides
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.wait(RSS_EVERY_S):
+            for side in self.sides:
+                side.peak_rss = max(side.peak_rss, _rss(side.proc.pid))
+
+    def __enter__(self) -> RssWatch:
+        for side in self.sides:
+            side.peak_rss = side.baseline_rss
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(5)
 
 
 def _warm(side: Side) -> None:
@@ -120,8 +158,7 @@ def _warm(side: Side) -> None:
         code = side.post(text)
         if code != 200:
             raise SystemExit(f"warm-up at budget {side.budget / MIB:.0f} MiB answered {code}")
-    side.baseline_rss = psutil.Process(side.proc.pid).memory_info().rss
-    Path(f"/proc/{side.proc.pid}/clear_refs").write_text("5")  # reset the peak-RSS mark
+    side.baseline_rss = _rss(side.proc.pid)
 
 
 def _stop(side: Side) -> None:
@@ -148,6 +185,7 @@ def main() -> None:
     if len(budgets) < 2 or budgets != sorted(budgets):
         raise SystemExit("--budgets takes two or more sizes, smallest first")
     t_start = time.monotonic()
+    load_before = os.getloadavg()[0]
     sides: list[Side] = []
     with tempfile.TemporaryDirectory(prefix="glmtts-bench-") as tmp:
         try:
@@ -159,16 +197,16 @@ def main() -> None:
             for side in sides:
                 _warm(side)
             rounds = 0
-            while rounds < args.rounds:
-                order = sides if rounds % 2 == 0 else sides[::-1]
-                for side in order:
-                    side.round(args.clients)
-                rounds += 1
-                if time.monotonic() - t_start > TIME_LIMIT_S:
-                    break
+            with RssWatch(sides):
+                while rounds < args.rounds:
+                    order = sides if rounds % 2 == 0 else sides[::-1]
+                    for side in order:
+                        side.round(args.clients)
+                    rounds += 1
+                    if time.monotonic() - t_start > TIME_LIMIT_S:
+                        break
             for side in sides:
                 side.admission = side.client.get("/v1/memory").json()["admission"]
-                side.peak_rss = _hwm(side.proc.pid)
         finally:
             for side in sides:
                 _stop(side)
@@ -176,8 +214,11 @@ def main() -> None:
           f"round(s) of {len(ROUND)} syntheses (6 x {len(SHORT)}, 3 x {len(MEDIUM)}, "
           f"3 x {len(LONG)} characters) per budget from {args.clients} concurrent clients, "
           f"rounds alternating between the servers; total run "
-          f"{time.monotonic() - t_start:.0f} s")
-    print(f"{'budget':>10} {'synth/s':>8} {'answers':>16} {'max at once':>11} "
+          f"{time.monotonic() - t_start:.0f} s; load average {load_before:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after ({os.cpu_count()} CPUs)")
+    print(f"{'budget':>10} {'synth/s':>8} {'cpu s/synth':>11} {'cores used':>10} "
+          f"{'answers':>16} "
+          f"{'max at once':>11} "
           f"{'max admitted (predicted)':>25} {'peak RSS above model':>21}")
     exceeded = []
     for side in sides:
@@ -185,7 +226,9 @@ def main() -> None:
         growth = side.peak_rss - side.baseline_rss
         answers = ", ".join(f"{n} x {code}" for code, n in sorted(side.statuses.items()))
         admitted = adm["max_admitted_bytes"]
-        print(f"{side.budget / MIB:>6.0f} MiB {side.throughput:>8.3f} {answers:>16} "
+        print(f"{side.budget / MIB:>6.0f} MiB {side.throughput:>8.3f} "
+              f"{side.cpu_s / max(1, side.ok):>11.3f} {side.cpu_s / side.seconds:>10.2f} "
+              f"{answers:>16} "
               f"{adm['max_admitted']:>11} "
               f"{admitted / MIB:>10.0f} MiB ({admitted / side.budget:>5.0%}) "
               f"{growth / MIB:>8.0f} MiB ({growth / side.budget:>5.0%})")
