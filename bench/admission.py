@@ -17,7 +17,8 @@ over the seconds its rounds took.
 Per budget it prints: syntheses per second; the server's CPU seconds (user and system) per
 synthesis, the same work at every budget unless overlap costs more; the cores it kept busy
 (CPU seconds over wall seconds: below the machine's cores when other work takes them, and then
-no budget can buy throughput); the most syntheses
+no budget can buy throughput) and the cores everything else kept busy meanwhile (this bench's
+clients and idle server included); the most syntheses
 admitted at once; the most predicted bytes admitted at once (``/v1/memory``'s
 ``admission.max_admitted_bytes``: what the service allowed itself, warm-up included); and the
 measured peak RSS above the loaded model during the load (the largest RSS read, minus the RSS
@@ -31,10 +32,12 @@ lone synthesis already spreads over both cores and admitting more only oversubsc
 (and on cores shared with other work, libgomp's spinning threads made single runs vary
 ten-fold, see ``bench/service_overhead.py``). So one thread measures what admission gives.
 
-After that warm-up the predictions here were about 215 MiB for the short text, 240 MiB for
-the medium one and 270 MiB for the long one: a 512 MiB budget runs at most two at once (never
-two long ones), 2 GiB runs the four clients' requests side by side. (Predictions grow while
-syntheses overlap: on the CPU each one's measured peak includes the others'.)
+After that warm-up the predictions here were about 215-300 MiB per text (they vary from run to
+run with what the first syntheses left in the heap), so a 512 MiB budget runs one synthesis
+at a time, now and then two short ones (a run measured 0.98 at once on average), and 2 GiB
+runs the four clients' requests side by side (3.3 at once). (Predictions grow while syntheses
+overlap: on the CPU each one's measured peak includes the others'.) 384 MiB, which would
+forbid every pair, refused a warm-up text (413) in one run of two.
 
 Usage: python bench/admission.py [--budgets 512MiB,2GiB] [--clients N] [--rounds N] [--threads N]
 Last line: ``ratio: X`` = throughput at the largest budget / throughput at the smallest.
@@ -66,9 +69,9 @@ from bench.service_overhead import start_service
 from service.admission import parse_size
 
 MIB = 2**20
-#: The long text's first two sentences (228 characters): the whole one (632) is predicted at
-#: about 410 MiB here, too close to a budget that should run it alone (412-416 MiB for two
-#: short ones), so predictions that grow under overlap made it refused (413) at 512 MiB.
+#: The long text's first two sentences (228 characters): the whole one (632 characters) was
+#: predicted at about 410 MiB here, and predictions that grow under overlap made it refused
+#: (413) at a 512 MiB budget.
 LONG = ". ".join(_LONG.split(". ")[:2]) + "."
 #: One round of the mixed load (12 syntheses: 6 short, 3 medium, 3 long), in this order.
 ROUND = (SHORT, LONG, SHORT, MEDIUM, SHORT, LONG, MEDIUM, SHORT, SHORT, LONG, MEDIUM, SHORT)
@@ -87,25 +90,33 @@ class Side:
     baseline_rss: int = 0
     seconds: float = 0.0
     cpu_s: float = 0.0
+    synthesis_s: float = 0.0  # the syntheses' own wall times, summed
+    machine_cpu_s: float = 0.0  # CPU seconds of the whole machine during this side's rounds
+    warm_refused: int = 0
     ok: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
     admission: dict = field(default_factory=dict)
     peak_rss: int = 0
 
-    def post(self, text: str) -> int:
+    def post(self, text: str) -> tuple[int, float]:
+        """Status and the synthesis's own wall time (``X-Wall-Seconds``; 0 when refused)."""
         try:
-            return self.client.post("/v1/synthesize", json={"text": text, "seed": 3}).status_code
+            answer = self.client.post("/v1/synthesize", json={"text": text, "seed": 3})
         except httpx.HTTPError:
-            return -1
+            return -1, 0.0
+        return answer.status_code, float(answer.headers.get("x-wall-seconds", 0.0))
 
     def round(self, clients: int) -> None:
         process = psutil.Process(self.proc.pid)
-        cpu0 = sum(process.cpu_times()[:2])
+        cpu0, machine0 = sum(process.cpu_times()[:2]), _machine_busy()
         t0 = time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(clients) as pool:
-            codes = list(pool.map(self.post, ROUND))
+            answers = list(pool.map(self.post, ROUND))
         self.seconds += time.perf_counter() - t0
         self.cpu_s += sum(process.cpu_times()[:2]) - cpu0
+        self.machine_cpu_s += _machine_busy() - machine0
+        self.synthesis_s += sum(wall for _, wall in answers)
+        codes = [code for code, _ in answers]
         for code in codes:
             self.statuses[code] = self.statuses.get(code, 0) + 1
         self.ok += codes.count(200)
@@ -113,6 +124,13 @@ class Side:
     @property
     def throughput(self) -> float:
         return self.ok / self.seconds if self.seconds else 0.0
+
+
+def _machine_busy() -> float:
+    """CPU seconds the whole machine has been busy (every core, every process)."""
+    times = psutil.cpu_times()
+    return times.user + times.nice + times.system + getattr(times, "irq", 0.0) + getattr(
+        times, "softirq", 0.0) + getattr(times, "steal", 0.0)
 
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -153,11 +171,22 @@ class RssWatch:
 def _warm(side: Side) -> None:
     # the long one first (the --unseen-peak guess), so that later predictions interpolate:
     # a long text extrapolated from a line through short and medium ones was predicted at up
-    # to 485 MiB while thin history widened it by half (a refusal at a 384 MiB budget)
+    # to 485 MiB. While the history is thin (under 5 syntheses) the policy widens its bound
+    # by half, so a small budget may refuse (413) a warm-up text: it is sent again at the end
+    refused = []
     for text in (LONG, SHORT, LONG, MEDIUM, SHORT, LONG, MEDIUM, SHORT):
-        code = side.post(text)
-        if code != 200:
+        code, _ = side.post(text)
+        if code == 413:
+            refused.append(text)
+        elif code != 200:
             raise SystemExit(f"warm-up at budget {side.budget / MIB:.0f} MiB answered {code}")
+    side.warm_refused = len(refused)
+    for text in refused:
+        code, _ = side.post(text)
+        if code != 200:
+            raise SystemExit(f"warm-up at budget {side.budget / MIB:.0f} MiB answered {code} "
+                             f"to a {len(text)}-character text after 8 syntheses: raise the "
+                             f"smallest budget")
     side.baseline_rss = _rss(side.proc.pid)
 
 
@@ -216,8 +245,8 @@ def main() -> None:
           f"rounds alternating between the servers; total run "
           f"{time.monotonic() - t_start:.0f} s; load average {load_before:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after ({os.cpu_count()} CPUs)")
-    print(f"{'budget':>10} {'synth/s':>8} {'cpu s/synth':>11} {'cores used':>10} "
-          f"{'answers':>16} "
+    print(f"{'budget':>10} {'synth/s':>8} {'at once (mean)':>14} {'cpu s/synth':>11} "
+          f"{'cores used':>10} {'others used':>11} {'answers':>16} "
           f"{'max at once':>11} "
           f"{'max admitted (predicted)':>25} {'peak RSS above model':>21}")
     exceeded = []
@@ -227,13 +256,17 @@ def main() -> None:
         answers = ", ".join(f"{n} x {code}" for code, n in sorted(side.statuses.items()))
         admitted = adm["max_admitted_bytes"]
         print(f"{side.budget / MIB:>6.0f} MiB {side.throughput:>8.3f} "
+              f"{side.synthesis_s / side.seconds:>14.2f} "
               f"{side.cpu_s / max(1, side.ok):>11.3f} {side.cpu_s / side.seconds:>10.2f} "
+              f"{(side.machine_cpu_s - side.cpu_s) / side.seconds:>11.2f} "
               f"{answers:>16} "
               f"{adm['max_admitted']:>11} "
               f"{admitted / MIB:>10.0f} MiB ({admitted / side.budget:>5.0%}) "
               f"{growth / MIB:>8.0f} MiB ({growth / side.budget:>5.0%})")
         if adm["max_admitted_bytes"] > side.budget or growth > side.budget:
             exceeded.append(side.budget)
+    print("warm-up texts refused while the history was thin (sent again): "
+          + ", ".join(f"{s.budget / MIB:.0f} MiB: {s.warm_refused}" for s in sides))
     print("budget exceeded: " + (", ".join(f"{b / MIB:.0f} MiB" for b in exceeded)
                                  if exceeded else "never (predicted or measured)"))
     print(f"ratio: {sides[-1].throughput / sides[0].throughput:.3f}")
