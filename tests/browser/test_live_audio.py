@@ -3,7 +3,8 @@ starts playing while the later sentences are still being made. The live player a
 plays, while the script still runs (an order of events, not a time: the text has 30
 sentences, the first one plays long before the last is made); at the end the live player holds
 the rest of the whole audio (its samples are the whole file's last ones) and the whole file is
-below it."""
+below it. Idle tiers are on meanwhile, so the sidebar's countdown fragment reruns every
+second during the synthesis without disturbing it."""
 
 from __future__ import annotations
 
@@ -44,6 +45,12 @@ def test_the_first_sentences_play_before_the_last_is_made(tmp_path: Path) -> Non
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(url)
             _idle(page)
+            # idle tiers on: the sidebar's countdown redraws every second during the run
+            tiers = page.get_by_label("Idle release (seconds)", exact=True)
+            expect(tiers).to_have_value("off")  # the default
+            tiers.fill("300,900,3600")
+            tiers.press("Enter")
+            _idle(page)
             box = page.get_by_label("Text to speak")
             box.fill(TEXT)
             box.press("Control+Enter")
@@ -62,6 +69,7 @@ def test_the_first_sentences_play_before_the_last_is_made(tmp_path: Path) -> Non
                    ).to_be_visible()
             expect(page.get_by_text("All 30 sentence(s) made")).to_be_visible()
             expect(page.get_by_text("Time to first audio:")).to_be_visible()
+            expect(page.get_by_text("Next: light cleanup in")).to_be_visible()
             live, whole = (page.locator("audio").nth(i).get_attribute("src") for i in (0, 1))
             assert live != whole
             live_samples, whole_samples = _samples(url, live), _samples(url, whole)
