@@ -41,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,14 +66,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_service(folder: Path, threads: int) -> tuple[subprocess.Popen, str]:
+def start_service(folder: Path, threads: int, extra: Sequence[str] = ()
+                  ) -> tuple[subprocess.Popen, str]:
+    """A ``serve --cpu --preload`` process on a free loopback port (its own store in
+    ``folder``, torch on ``threads`` threads, ``extra`` serve options); return it and its URL
+    once its model is loaded."""
     port = free_port()
     env = {**os.environ, "GLMTTS_DB": str(folder / "service.sqlite3"),
            "OMP_NUM_THREADS": str(threads)}
     env.pop("GLMTTS_TOKEN", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "glmtts", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--cpu", "--preload"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+         "--cpu", "--preload", *extra], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + READY_TIMEOUT_S

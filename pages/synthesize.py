@@ -7,6 +7,7 @@ from glmtts.audio import wav_bytes
 from glmtts.errors import GlmTtsError
 from glmtts.reference_audio import ReferenceAudioError, load_reference, supported_formats
 from glmtts.request import MAX_TEXT_CHARS, SAMPLING_METHODS, SPEED_RANGE
+from glmtts.stream import streaming
 from monitoring.i18n import _
 from monitoring.policy.recommendation import word
 from ui import frame
@@ -14,6 +15,7 @@ from ui.cards import memory_card
 from ui.engine_choice import engine_choice
 from ui.form_memory import KEEP
 from ui.language import speaking_now
+from ui.live_audio import LivePlayer
 from ui.request_form import request_from_form
 from ui.state import tts_session
 
@@ -101,13 +103,19 @@ with st.expander(_("Advanced settings")):
 
 if st.button(_("Synthesize"), key="synthesize", type="primary",
              disabled=blocked is not None):
+    live = None
     try:
         request = request_from_form(session)  # the sidebar advised on this same request
         with st.spinner(_("Synthesizing…") if session.loaded
                         else _("Loading the model, then synthesizing…")):
-            outcome = session.synthesize(request)
+            live = LivePlayer()  # sentence by sentence: progress, and the first ones play
+            with streaming(live.listener, live.progress):
+                outcome = session.synthesize(request)
+        live.finish(outcome.result.audio, outcome.result.sample_rate)
         st.session_state["_last_audio"] = wav_bytes(outcome.result.audio,
                                                     outcome.result.sample_rate)
+        st.session_state["_first_audio"] = (outcome.record.event_id, live.first_audio_s,
+                                            live.whole_s)
         if outcome.auto_cleanup is not None:
             done = outcome.auto_cleanup
             st.info(_("Auto policy ran a {level} cleanup first ({summary}); it took "
@@ -120,6 +128,8 @@ if st.button(_("Synthesize"), key="synthesize", type="primary",
         for note in request.notes:
             st.info(note)
     except GlmTtsError as exc:  # bad input, voice or device; out of memory even after retry
+        if live is not None:
+            live.abandon()
         st.error(str(exc))
 
 outcome = session.last
@@ -134,6 +144,9 @@ if outcome is not None and "_last_audio" in st.session_state:
                                     rate=f"{outcome.result.sample_rate:,}",
                                     seed=meta.get("seed"), sentences=meta.get("sentences"),
                                     device=meta.get("device")))
-    memory_card(outcome)
+    first = st.session_state.get("_first_audio")
+    if first is None or first[0] != outcome.record.event_id:
+        first = (None, None, None)
+    memory_card(outcome, first_audio_s=first[1], whole_s=first[2])
 
 frame.end()

@@ -319,12 +319,15 @@ class IdleOut(BaseModel):
     tiers_s: list[float]
     levels: list[str]
     busy: bool
+    holding: bool = Field(description="Whether a model or a worker is held (nothing to "
+                                      "release otherwise: no tier is due)")
     idle_s: float
     next_tier: int | None
     next_level: str | None
     next_in_s: float | None = Field(description="Seconds until the next tier fires")
     fired: list[dict[str, Any]] = Field(description="Tiers run (or skipped) this idle period")
-    recent: list[dict[str, Any]] = Field(description="The last tiers run, newest last")
+    recent: list[dict[str, Any]] = Field(description="The last tiers run, newest last; "
+                                         "return_s: the measured reload that followed")
 
 
 class MemoryOut(BaseModel):

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from glmtts import idle
 from glmtts.request import MAX_TEXT_CHARS
 from service.admission import DEFAULT_UNSEEN_PEAK_BYTES
 from service.errors import ServiceConfigError
@@ -146,32 +147,29 @@ class ServiceSettings:
 
 
 def check_tiers(tiers: tuple[float, ...]) -> None:
-    """Refuse idle tiers that are not 1-3 positive, increasing numbers of seconds.
+    """Refuse idle tiers that are not 1-3 positive, increasing numbers of seconds
+    (:func:`glmtts.idle.check_tiers`).
 
     Raises:
         ServiceConfigError: they are not.
     """
-    if len(tiers) > 3 or any(not t > 0 for t in tiers) or list(tiers) != sorted(set(tiers)):
-        raise ServiceConfigError(f"--idle-tiers takes up to three increasing numbers of "
-                                 f"seconds (light cleanup, unload, worker restart), e.g. "
-                                 f"300,900,3600, or 'off'; not {tiers!r}")
+    try:
+        idle.check_tiers(tiers)
+    except ValueError as exc:
+        raise ServiceConfigError(f"--idle-tiers: {exc}") from None
 
 
 def parse_tiers(text: str) -> tuple[float, ...]:
-    """``300,900,3600`` -> (300.0, 900.0, 3600.0); ``off`` (or empty) -> ().
+    """``300,900,3600`` -> (300.0, 900.0, 3600.0); ``off`` (or empty) -> ()
+    (:func:`glmtts.idle.parse_tiers`).
 
     Raises:
         ServiceConfigError: not numbers, or not valid tiers.
     """
-    if text.strip().lower() in ("", "off", "0", "none"):
-        return ()
     try:
-        tiers = tuple(float(part) for part in text.split(","))
-    except ValueError:
-        raise ServiceConfigError(f"--idle-tiers takes numbers of seconds separated by "
-                                 f"commas (e.g. 300,900,3600) or 'off', not {text!r}") from None
-    check_tiers(tiers)
-    return tiers
+        return idle.parse_tiers(text)
+    except ValueError as exc:
+        raise ServiceConfigError(f"--idle-tiers: {exc}") from None
 
 
 def token_from_env(given: str | None) -> str | None:

@@ -101,6 +101,7 @@ def open_app(monkeypatch: pytest.MonkeyPatch, tmp_path):
     yield factory
     if started:
         app_resources().sampler.stop()
+        app_resources().idle.stop()
     app_resources.clear()
 
 

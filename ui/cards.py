@@ -9,8 +9,11 @@ from monitoring.i18n import _
 from ui.format import fmt_bytes, fmt_seconds
 
 
-def memory_card(outcome: SynthesisOutcome) -> None:
-    """What this synthesis cost: deltas per probe, its peak, load, wall time and RTF."""
+def memory_card(outcome: SynthesisOutcome, first_audio_s: float | None = None,
+                whole_s: float | None = None) -> None:
+    """What this synthesis cost: deltas per probe, its peak, load, wall time and RTF; and,
+    where the page measured them, the time to first audio and to the whole file (both from
+    pressing *Synthesize*, a load included)."""
     rec, res = outcome.record, outcome.result
     b = rec.breakdown
     st.markdown(_("##### This synthesis"))
@@ -61,6 +64,11 @@ def memory_card(outcome: SynthesisOutcome) -> None:
                          live=fmt_bytes(in_use),
                          held=_("~{size}").format(size=fmt_bytes(held)) if held is not None
                          else _("an unknown amount")))
+    if first_audio_s is not None:
+        st.caption(_("Time to first audio: {first} from pressing Synthesize to the first "
+                     "sentence's audio, against {whole} to the whole file (a load "
+                     "included in both).").format(first=fmt_seconds(first_audio_s),
+                                                  whole=fmt_seconds(whole_s)))
     non_torch = b.non_torch_gpu
     parts = res.metadata.get("non_torch_parts") or []
     if non_torch.before_bytes is not None or parts:

@@ -35,7 +35,7 @@ PERSISTED = ("engine", "glmtts_home", "use_phoneme", "dtype", "isolate_piper", "
              "sampling_method", "speed", "ref_text", "cleanup_level", "policy_mode", "live",
              "history_kinds", "history_scope", "batch_source", "batch_path", "tune_engine",
              "tune_device", "tune_budget", "tune_scale", "tune_dtypes", "tune_attention",
-             "tune_rates", "tune_kv", "tune_texts", "ui_language")
+             "tune_rates", "tune_kv", "tune_texts", "ui_language", "idle_tiers")
 PARAM = "form"
 MAX_FORMS = 1000
 _TOKEN_KEY = "_form_token"

@@ -14,6 +14,7 @@ from monitoring.policy.recommendation import word
 from ui import language
 from ui.form_memory import KEEP
 from ui.format import fmt_bytes, fmt_seconds
+from ui.idle import idle_controls
 from ui.language import speaking_now
 from ui.request_form import pending_request
 from ui.state import app_resources, tts_session
@@ -213,3 +214,4 @@ def render_sidebar() -> None:
         policy_box()
         st.divider()
         cleanup_controls()
+        idle_controls(tts_session())

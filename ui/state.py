@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
+from glmtts.idle import IdleReleaser
 from glmtts.paths import event_store_path
 from glmtts.session import SynthesisSession
 from monitoring import Sampler, Store, open_store
@@ -17,11 +18,13 @@ from ui import metrics_port
 
 @dataclass(frozen=True)
 class AppResources:
-    """Process-wide: the event store, the live sampler and the app's own store session."""
+    """Process-wide: the event store, the live sampler, the app's own store session and the
+    idle releaser (its thread starts when a browser session first turns idle tiers on)."""
 
     store: Store
     sampler: Sampler
     app_session_id: str
+    idle: IdleReleaser
 
 
 @st.cache_resource(show_spinner=False)
@@ -34,13 +37,14 @@ def app_resources() -> AppResources:
     store = open_store(event_store_path())
     app_session = store.start_session("app", pid=os.getpid())
     sampler = Sampler(store=store, session_id=app_session).start()
-    return AppResources(store, sampler, app_session)
+    return AppResources(store, sampler, app_session, IdleReleaser(name="app-idle-release"))
 
 
 def _release(session: SynthesisSession) -> None:
     """When the browser session ends (the tab closed, or its connection stayed lost for
     ``server.disconnectedSessionTTL`` seconds): drop its model and end its engine worker, so
-    that the sidebar's count of models and the GPU forget it."""
+    that the sidebar's count of models and the GPU forget it (its idle tiers, weakly held by
+    the releaser, go with it)."""
     session.close()
 
 

@@ -27,6 +27,17 @@ def test_piper_emits_one_piece_per_sentence_adding_up_to_the_result() -> None:
     assert len(pieces) == 4 and np.array_equal(again.audio, result.audio)
 
 
+def test_progress_hears_each_sentence_of_how_many() -> None:
+    engine = PiperEngine()
+    engine.load("cpu")
+    heard: list[tuple[int, int | None]] = []
+    with streaming(None, lambda done, total: heard.append((done, total))):
+        engine.synthesize(SynthesisRequest(text="One. Two words. Three more words.", seed=2))
+    assert heard == [(1, 3), (2, 3), (3, 3)]
+    emit(np.zeros(1, np.float32), 8000, 0)  # outside: nobody hears it
+    assert len(heard) == 3
+
+
 def test_emit_reaches_only_the_listener_of_its_thread_and_nests() -> None:
     outer: list[int] = []
     inner: list[int] = []

@@ -74,6 +74,10 @@ def test_tiers_fire_in_order_reload_and_never_during_a_request(tmp_path: Path,
             assert load["features"]["trigger"] == "idle" and load["features"]["tier"] == 2
             after = http.get("/v1/memory").json()["idle"]
             assert after["fired"] == [] or after["fired"][0]["tier"] == 1  # a new period
+            # the cost of coming back, measured, in the tier's entry
+            (unload,) = [e for e in after["recent"] if e.get("return_event_id")]
+            assert unload["tier"] == 2 and unload["return_event_id"] == load["event_id"]
+            assert unload["return_s"] == pytest.approx(load["duration_s"], abs=1e-3)
 
             # 3. one long request: no tier fires while it runs, they fire after it
             before = len(_idle_cleanups(service))

@@ -235,7 +235,8 @@ class PiperEngine(Engine):
                     resample_s += time.perf_counter() - tr
                 chunks.append(wav.float().cpu().numpy())
                 pause = np.zeros(round(SENTENCE_PAUSE_S * rate) if done else 0, np.float32)
-                emit(np.concatenate([pause, chunks[-1]]), rate, done)  # the pause before it
+                emit(np.concatenate([pause, chunks[-1]]), rate, done,  # the pause before it
+                     total=len(sents))
         t2 = time.perf_counter()
         audio = join_with_pauses(chunks, [SENTENCE_PAUSE_S] * len(chunks), rate)
         wall = time.perf_counter() - t0
