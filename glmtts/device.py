@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
+import re
+import sys
+from pathlib import Path
 
 from glmtts.errors import DeviceUnavailableError
 
@@ -15,15 +20,35 @@ def cuda_hidden_by_env() -> bool:
     return value is not None and value.strip() in ("", "-1")
 
 
+_CPU_ONLY = ("this PyTorch build is CPU-only (install the CUDA build of torch 2.13.0, see the "
+             "README)")
+
+
+@functools.cache
+def _cpu_only_build() -> bool:
+    """True when the installed torch was built without CUDA, read from its ``version.py``
+    (``cuda = None``) without importing torch (~1.5 s, which the app's first page would pay
+    only to learn that it runs on the CPU); False when that cannot be told (ask torch)."""
+    spec = importlib.util.find_spec("torch")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        try:
+            text = (Path(folder) / "version.py").read_text(encoding="utf-8")
+        except OSError:
+            continue
+        return re.search(r"^cuda\s*(?::[^=]*)?=\s*None\s*$", text, re.MULTILINE) is not None
+    return False
+
+
 def cuda_unavailable_reason() -> str | None:
     """Why CUDA cannot be used here, or None when it can."""
     if cuda_hidden_by_env():
         return "CUDA_VISIBLE_DEVICES hides every GPU"
+    if "torch" not in sys.modules and _cpu_only_build():
+        return _CPU_ONLY
     import torch
 
     if torch.version.cuda is None:
-        return ("this PyTorch build is CPU-only (install the CUDA build of torch 2.13.0, "
-                "see the README)")
+        return _CPU_ONLY
     if not torch.cuda.is_available():
         return "no CUDA device or driver found"
     return None

@@ -26,6 +26,7 @@ from glmtts.worker.engine import WorkerEngine, isolated_by_default
 from monitoring import Probes, Sampler, Store, Tracker, cleanup, default_probes
 from monitoring.cleanup import CleanupResult
 from monitoring.i18n import N_
+from monitoring.imported import imported_torch
 from monitoring.policy import (
     HistoryEvent,
     PendingRequest,
@@ -359,9 +360,7 @@ class SynthesisSession:
         if releasable and probes.allocator.unavailable_reason is not None:
             releasable = False
         if releasable and not isinstance(self.engine, WorkerEngine):
-            import sys
-
-            torch = sys.modules.get("torch")
+            torch = imported_torch()
             releasable = torch is not None and torch.cuda.is_initialized()
         return probes.snapshot(releasable=releasable)
 

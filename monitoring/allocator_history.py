@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import pickle
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from pathlib import Path
 from types import ModuleType
 
 from monitoring.errors import SnapshotUnavailableError
+from monitoring.imported import imported_torch
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ MEDIA_TYPE = "application/octet-stream"
 def _torch() -> ModuleType:
     """The torch this process imported (monitoring never imports it: a process that has not
     imported torch holds no CUDA allocator to record)."""
-    torch = sys.modules.get("torch")
+    torch = imported_torch()
     if torch is None:
         raise SnapshotUnavailableError("memory snapshots need CUDA, and this process has not "
                                        "imported torch")
@@ -47,7 +47,7 @@ def _torch() -> ModuleType:
 
 def unavailable_reason() -> str | None:
     """Why no memory snapshot can be taken in this process, or None when it can."""
-    torch = sys.modules.get("torch")
+    torch = imported_torch()
     if torch is None:
         return "memory snapshots need CUDA, and this process has not imported torch"
     if not torch.cuda.is_available():

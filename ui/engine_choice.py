@@ -8,8 +8,8 @@ from typing import Any
 
 import streamlit as st
 
-from glmtts.engines import engine_class, engine_names, engine_status
-from glmtts.engines.glm_tts.checkout import checkout_problem
+from glmtts.engines import engine_names, engine_status
+from glmtts.engines.glm_tts.checkout import checkout_problem, engine_problem
 from glmtts.errors import GlmTtsError
 from glmtts.session import SynthesisSession
 from glmtts.worker.client import default_python, interpreter_problem
@@ -37,8 +37,7 @@ def _glm_tts_options() -> tuple[dict[str, Any], str | None]:
                                  "grapheme-to-phoneme"))
     options = {"home": home or None, "use_phoneme": bool(phoneme)}
     if not _isolated("glm-tts"):
-        cls = engine_class("glm-tts")
-        return options, cls.unavailable_reason_for(home or None)  # type: ignore[attr-defined]
+        return options, engine_problem(home or None)
     # In a worker, upstream's own interpreter checks its packages and CUDA (see hello).
     return options, checkout_problem(home or None)
 

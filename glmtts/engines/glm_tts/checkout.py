@@ -15,6 +15,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+#: Upstream at c5dc7ae moves audio to ``"cuda"`` unconditionally (``utils/file_utils.load_wav``,
+#: ``SpeechTokenizer.extract_speech_token``) and gives ONNX Runtime ``device_id`` 0, so it runs
+#: on the first visible GPU only. Tests with a CPU stand-in of upstream turn this off.
+REQUIRES_CUDA = True
 #: Environment variable naming the checkout (an engine option ``home=`` overrides it).
 HOME_ENV = "GLMTTS_HOME"
 #: Upstream's entry module, at the checkout's root.
@@ -138,3 +142,18 @@ def packages_problem() -> str | None:
         return None
     return (f"GLM-TTS needs Python packages this environment lacks: {', '.join(missing)} "
             f"(pip install -r $GLMTTS_HOME/requirements.txt)")
+
+
+def engine_problem(home: str | Path | None = None) -> str | None:
+    """Why the engine cannot run with the checkout at ``home`` (None: ``$GLMTTS_HOME``) on
+    this machine, or None when it can: the checkout, upstream's packages, then CUDA (see
+    :data:`REQUIRES_CUDA`). What ``GlmTtsEngine.unavailable_reason_for`` answers, without
+    importing the engine (and torch) where the checkout is missing."""
+    problem = checkout_problem(home) or packages_problem()
+    if problem is None and REQUIRES_CUDA:
+        from glmtts.device import cuda_unavailable_reason
+
+        cuda = cuda_unavailable_reason()
+        if cuda is not None:
+            problem = f"upstream GLM-TTS runs on CUDA only, and {cuda}"
+    return problem

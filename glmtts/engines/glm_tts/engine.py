@@ -42,13 +42,13 @@ import torch
 
 from glmtts.device import cuda_unavailable_reason, resolve_device
 from glmtts.engines.base import N_, Capabilities, Engine
+from glmtts.engines.glm_tts import checkout as _checkout
 from glmtts.engines.glm_tts.checkout import (
     VOCODERS,
     available_rates,
     checkout_problem,
     configured_home,
     missing_vocoder,
-    packages_problem,
 )
 from glmtts.engines.glm_tts.errors import CheckoutError
 from glmtts.engines.glm_tts.parts import SampleRateSwitch, _cudnn_flags_kept, _Parts, _step
@@ -63,10 +63,6 @@ from glmtts.request import SynthesisRequest, SynthesisResult
 
 log = logging.getLogger(__name__)
 
-#: Upstream at c5dc7ae moves audio to ``"cuda"`` unconditionally (``utils/file_utils.load_wav``,
-#: ``SpeechTokenizer.extract_speech_token``) and gives ONNX Runtime ``device_id`` 0, so it runs
-#: on the first visible GPU only. Tests with a CPU stand-in of upstream turn this off.
-REQUIRES_CUDA = True
 #: Parts of upstream that hold GPU memory outside PyTorch's allocator (only NVML sees them).
 SPEAKER_ENCODER = "onnxruntime speaker encoder (campplus)"
 #: Upstream's prompt-mel settings per output rate (``glmtts_inference.load_frontends``): 80 mels,
@@ -130,12 +126,7 @@ class GlmTtsEngine(Engine):
     def unavailable_reason_for(cls, home: str | Path | None) -> str | None:
         """Like :meth:`unavailable_reason`, for the checkout at ``home`` (None: the
         environment's ``GLMTTS_HOME``)."""
-        problem = checkout_problem(home) or packages_problem()
-        if problem is None and REQUIRES_CUDA:
-            cuda = cuda_unavailable_reason()
-            if cuda is not None:
-                problem = f"upstream GLM-TTS runs on CUDA only, and {cuda}"
-        return problem
+        return _checkout.engine_problem(home)
 
     @classmethod
     def problem_for(cls, options: dict[str, Any]) -> str | None:
@@ -178,7 +169,7 @@ class GlmTtsEngine(Engine):
     # ------------------------------------------------------------------ model life
     def _check_device(self, device: str) -> str:
         target = resolve_device(device)
-        if not REQUIRES_CUDA:
+        if not _checkout.REQUIRES_CUDA:
             return target
         if not target.startswith("cuda"):
             raise DeviceUnavailableError(
@@ -196,7 +187,7 @@ class GlmTtsEngine(Engine):
         """Import upstream from the checkout and run its ``load_models``.
 
         Raises:
-            DeviceUnavailableError: not a CUDA device (see :data:`REQUIRES_CUDA`).
+            DeviceUnavailableError: not a CUDA device (see :data:`checkout.REQUIRES_CUDA`).
             UpstreamError: importing or loading failed (missing package, missing weights).
         """
         if self._parts is not None:

