@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from glmtts.errors import DeviceUnavailableError
+from glmtts.say import N_, Say
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
@@ -20,8 +21,8 @@ def cuda_hidden_by_env() -> bool:
     return value is not None and value.strip() in ("", "-1")
 
 
-_CPU_ONLY = ("this PyTorch build is CPU-only (install the CUDA build of torch 2.13.0, see the "
-             "README)")
+_CPU_ONLY = N_("this PyTorch build is CPU-only (install the CUDA build of torch 2.13.0, see the "
+                "README)")
 
 
 @functools.cache
@@ -42,7 +43,7 @@ def _cpu_only_build() -> bool:
 def cuda_unavailable_reason() -> str | None:
     """Why CUDA cannot be used here, or None when it can."""
     if cuda_hidden_by_env():
-        return "CUDA_VISIBLE_DEVICES hides every GPU"
+        return N_("CUDA_VISIBLE_DEVICES hides every GPU")
     if "torch" not in sys.modules and _cpu_only_build():
         return _CPU_ONLY
     import torch
@@ -50,7 +51,7 @@ def cuda_unavailable_reason() -> str | None:
     if torch.version.cuda is None:
         return _CPU_ONLY
     if not torch.cuda.is_available():
-        return "no CUDA device or driver found"
+        return N_("no CUDA device or driver found")
     return None
 
 
@@ -68,14 +69,17 @@ def resolve_device(device: str | None = "auto") -> str:
     if name == "cuda" or name.startswith("cuda:"):
         reason = cuda_unavailable_reason()
         if reason is not None:
-            raise DeviceUnavailableError(f"CUDA was requested but {reason}; use --cpu "
-                                         f"(or device 'cpu') to run on the processor")
+            raise DeviceUnavailableError(Say("CUDA was requested but {reason}; use --cpu (or "
+                                             "device 'cpu') to run on the processor",
+                                             reason=reason))
         if ":" in name:
             import torch
 
             index = name.split(":", 1)[1]
             if not index.isdigit() or int(index) >= torch.cuda.device_count():
-                raise DeviceUnavailableError(f"no such GPU {name!r}: this machine has "
-                                             f"{torch.cuda.device_count()} CUDA device(s)")
+                raise DeviceUnavailableError(Say("no such GPU {name}: this machine has {count} "
+                                                 "CUDA device(s)", name=repr(name),
+                                                 count=torch.cuda.device_count()))
         return name
-    raise DeviceUnavailableError(f"unknown device {device!r}; choose auto, cpu, cuda or cuda:N")
+    raise DeviceUnavailableError(Say("unknown device {device}; choose auto, cpu, cuda or cuda:N",
+                                     device=repr(device)))

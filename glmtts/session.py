@@ -19,9 +19,10 @@ from typing import Any
 from glmtts.engines import DEFAULT_ENGINE, create_engine
 from glmtts.engines.base import Engine
 from glmtts.errors import GlmTtsError, OutOfMemoryError, is_out_of_memory
-from glmtts.outcome import CleanupOption, SynthesisOutcome
+from glmtts.outcome import CleanupOption, SynthesisOutcome, freed_text
 from glmtts.registry import device_lock, register, unregister
 from glmtts.request import SynthesisRequest, SynthesisResult
+from glmtts.say import Say
 from glmtts.worker.engine import WorkerEngine, isolated_by_default
 from monitoring import Probes, Sampler, Store, Tracker, cleanup, default_probes
 from monitoring.cleanup import CleanupResult
@@ -44,14 +45,6 @@ log = logging.getLogger(__name__)
 #: that make one configuration (the fit, the leak trend and the switch rules go by these).
 SIZE_FEATURE = "text_chars"
 CONFIG_FEATURES = ("sample_rate", "use_kv_cache", "voice", "reference_audio")
-
-def _freed_text(result: CleanupResult) -> str:
-    parts = [(result.nvml_process_freed_bytes, "GPU memory (NVML, this process)"),
-             (result.torch_reserved_freed_bytes, "torch reserved"),
-             (result.host_rss_freed_bytes, "host RSS")]
-    return ", ".join(f"{v / 2**20:.1f} MiB {name}" for v, name in parts if v is not None) or (
-        "an unmeasured amount")
-
 
 
 class SynthesisSession:
@@ -287,22 +280,26 @@ class SynthesisSession:
             used = request
             if error is not None:
                 if not recover:
-                    raise OutOfMemoryError(f"out of memory: {error}")
+                    raise OutOfMemoryError(Say("out of memory: {error}", error=error))
                 freed = self._cleanup_unlocked("full")
                 used = self.lighter(request) or request
                 reload = self.ensure_loaded()
                 load = load or reload
                 result, record, error2 = self._attempt(used, retry_of=record.event_id)
                 attempts.append(record)
-                change = "with the KV cache off" if used is not request else "unchanged"
-                recovery = (f"Out of memory on the first attempt ({error}). A full cleanup freed "
-                            f"{_freed_text(freed)} in {freed.duration_s:.2f} s; the retry ran "
-                            f"{change}")
+                told = {"error": error, "freed": freed_text(freed),
+                        "seconds": f"{freed.duration_s:.2f}",
+                        "change": N_("with the KV cache off") if used is not request
+                        else N_("unchanged")}
                 if error2 is not None:
-                    raise OutOfMemoryError(f"{recovery} and ran out of memory again "
-                                           f"({error2}). Shorten the text or free memory "
-                                           f"held by other processes.")
-                recovery += " and succeeded."
+                    raise OutOfMemoryError(Say(
+                        "Out of memory on the first attempt ({error}). A full cleanup freed "
+                        "{freed} in {seconds} s; the retry ran {change} and ran out of memory "
+                        "again ({error2}). Shorten the text or free memory held by other "
+                        "processes.", error2=error2, **told))
+                recovery = Say("Out of memory on the first attempt ({error}). A full cleanup "
+                               "freed {freed} in {seconds} s; the retry ran {change} and "
+                               "succeeded.", **told)
         assert result is not None
         self.synthesis_count += 1
         self.last = SynthesisOutcome(result, record, load, waited, tuple(attempts), recovery,

@@ -14,7 +14,7 @@ from glmtts.errors import GlmTtsError
 from glmtts.session import SynthesisSession
 from glmtts.worker.client import default_python, interpreter_problem
 from glmtts.worker.engine import isolated_by_default
-from monitoring.i18n import _
+from monitoring.i18n import _, say
 from ui.form_memory import KEEP
 from ui.language import speaking_now
 
@@ -89,7 +89,7 @@ def _worker_status(session: SynthesisSession, where: st.delta_generator.DeltaGen
         try:
             env = engine.environment()  # type: ignore[attr-defined]
         except GlmTtsError as exc:
-            where.error(str(exc))
+            where.error(say(exc))
             return str(exc)
     cuda = (_("CUDA {version}, {count} GPU(s)").format(version=env.get("cuda_version"),
                                                         count=env.get("cuda_devices"))
@@ -123,14 +123,14 @@ def engine_choice(session: SynthesisSession) -> str | None:
     reason = reason or python_problem
     if reason is not None:
         right.warning(_("{engine} cannot run here: {reason}").format(engine=engine,
-                                                                      reason=reason))
+                                                                      reason=say(reason)))
         return reason
     if (engine != session.engine_name or options != session.engine_options
             or isolate != session.isolated or (isolate and python != session.python)):
         try:
             session.switch_engine(engine, options, isolate=isolate, python=python)
         except GlmTtsError as exc:
-            right.error(str(exc))
+            right.error(say(exc))
             return str(exc)
     if session.isolated:
         return _worker_status(session, right)

@@ -7,6 +7,7 @@ from typing import Any
 
 from glmtts.engines.base import Capabilities, Engine
 from glmtts.errors import UnknownEngineError
+from glmtts.say import Say
 
 #: name -> "module:class"
 _REGISTRY: dict[str, str] = {
@@ -49,8 +50,8 @@ def engine_class(name: str) -> type[Engine]:
             return found
         raise UnknownEngineError(f"{name!r} is not an engine class")
     if target is None:
-        raise UnknownEngineError(f"unknown engine {name!r}; available: "
-                                 f"{', '.join(engine_names())}")
+        raise UnknownEngineError(Say("unknown engine {name}; available: {names}",
+                                     name=repr(name), names=", ".join(engine_names())))
     module, cls = target.split(":")
     return getattr(importlib.import_module(module), cls)
 

@@ -60,6 +60,7 @@ from glmtts.errors import (
 )
 from glmtts.reference_audio import ReferenceAudio, ReferenceAudioError, load_reference
 from glmtts.request import SynthesisRequest, SynthesisResult
+from glmtts.say import Say
 
 log = logging.getLogger(__name__)
 
@@ -297,8 +298,9 @@ class GlmTtsEngine(Engine):
     def _check_rate(self, rate: int) -> None:
         if rate not in self._rates:
             reason = missing_vocoder(self.home, rate)
-            raise InvalidRequestError("sample_rate", f"{self.name} cannot produce {rate} Hz: "
-                                                     f"{reason}")
+            raise InvalidRequestError("sample_rate", Say("{engine} cannot produce {rate} Hz: "
+                                                         "{reason}", engine=self.name,
+                                                         rate=rate, reason=reason))
 
     def _reference(self, path: Path) -> ReferenceAudio:
         try:
@@ -317,16 +319,16 @@ class GlmTtsEngine(Engine):
         no reference recording, no transcript, an unusable recording."""
         self._check_rate(self._target_rate(request))
         if request.seed is not None and request.seed > MAX_UPSTREAM_SEED:
-            raise InvalidRequestError("seed", f"GLM-TTS seeds must be at most "
-                                              f"{MAX_UPSTREAM_SEED} (numpy's limit), not "
-                                              f"{request.seed}")
+            raise InvalidRequestError("seed", Say("GLM-TTS seeds must be at most {top} "
+                                                  "(numpy's limit), not {seed}",
+                                                  top=MAX_UPSTREAM_SEED, seed=request.seed))
         if request.reference_audio is None:
-            raise ReferenceAudioError("GLM-TTS clones a voice: give a reference recording "
-                                      "(2-30 s of clear speech) and its transcript")
+            raise ReferenceAudioError(N_("GLM-TTS clones a voice: give a reference recording "
+                                         "(2-30 s of clear speech) and its transcript"))
         if not (request.reference_text or "").strip():
-            raise InvalidRequestError("reference_text", "type the transcript of the reference "
-                                                        "recording: GLM-TTS needs the words "
-                                                        "spoken in it")
+            raise InvalidRequestError("reference_text", N_(
+                "type the transcript of the reference recording: GLM-TTS needs the words "
+                "spoken in it"))
         self._reference(request.reference_audio)
 
     def _synthesize(self, request: SynthesisRequest) -> SynthesisResult:
@@ -389,8 +391,8 @@ class GlmTtsEngine(Engine):
             norm_prompt = tf.text_normalize(prompt_text) + " "
             norm_text = tf.text_normalize(request.text)
         if not (norm_text or "").strip():
-            raise InvalidRequestError("text", "GLM-TTS's text normaliser left nothing to speak "
-                                              "in this text")
+            raise InvalidRequestError("text", N_("GLM-TTS's text normaliser left nothing to "
+                                                 "speak in this text"))
         with _step("extracting the prompt's tokens and features"):
             prompt_text_token = fe._extract_text_token(norm_prompt)
             prompt_speech_token = fe._extract_speech_token([wav])

