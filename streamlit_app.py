@@ -6,6 +6,13 @@ Streamlit's AppTest reruns only the page script after the first run, so the fram
 from every test rerun.
 """
 
+import os
+
+# Idle OpenMP threads of torch sleep instead of spinning (set before torch is first imported,
+# on the first synthesis): on a machine shared with other processes, spinning threads steal
+# the cores the work needs (a synthesis took 2-3 times as long on a busy 2-core machine).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import streamlit as st
 
 from monitoring.i18n import _

@@ -1,5 +1,8 @@
 """Audio helpers: band-limited resampling (in torch, so it runs where the model runs),
-joining sentences with pauses, and writing WAV files."""
+joining sentences with pauses, and writing WAV files.
+
+torch is imported by :func:`resample` only: the app's first page writes WAVs and imports this
+module without paying for torch (about 1.5 s) before the first synthesis needs it."""
 
 from __future__ import annotations
 
@@ -7,10 +10,12 @@ import io
 import math
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch.nn import functional as F
+
+if TYPE_CHECKING:
+    import torch
 
 #: Zero crossings of the windowed sinc on each side: more is sharper and slower.
 _ZERO_CROSSINGS = 24
@@ -29,6 +34,8 @@ def _sinc_kernel(up: int, down: int, dtype: torch.dtype) -> tuple[torch.Tensor, 
     Output sample ``n`` of phase ``p = n mod up`` lies at input position ``(n * down) / up``.
     For phase ``p`` and tap ``j`` the kernel weighs input sample ``floor(...) - pad + j``.
     """
+    import torch
+
     cutoff = min(up, down) * _ROLLOFF  # in units where the input rate is ``down``
     pad = math.ceil(_ZERO_CROSSINGS * down / cutoff)
     taps = torch.arange(-pad, pad + down, dtype=torch.float64) / down
@@ -50,6 +57,8 @@ def resample(audio: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
     """
     if orig_sr == new_sr:
         return audio
+    from torch.nn import functional as F
+
     g = math.gcd(orig_sr, new_sr)
     down, up = orig_sr // g, new_sr // g
     kernel, pad = _sinc_kernel(up, down, audio.dtype)

@@ -6,18 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from glmtts.request import SynthesisRequest, SynthesisResult
+from glmtts.say import N_, Say
 from monitoring.cleanup import CleanupResult
 from monitoring.policy import Recommendation
 from monitoring.records import EventRecord
-
-
-def freed_text(result: CleanupResult) -> str:
-    """What a cleanup freed, per probe, in one phrase (for the recovery's sentence)."""
-    parts = [(result.nvml_process_freed_bytes, "GPU memory (NVML, this process)"),
-             (result.torch_reserved_freed_bytes, "torch reserved"),
-             (result.host_rss_freed_bytes, "host RSS")]
-    return ", ".join(f"{v / 2**20:.1f} MiB {name}" for v, name in parts if v is not None) or (
-        "an unmeasured amount")
 
 
 @dataclass(frozen=True)
@@ -64,3 +56,12 @@ class SynthesisOutcome:
     request: SynthesisRequest | None = None
     recommendation: Recommendation | None = None
     auto_cleanup: CleanupResult | None = None
+
+
+def freed_text(result: CleanupResult) -> tuple[str, ...]:
+    """What a cleanup freed, figure by figure, in words (for the out-of-memory recovery)."""
+    parts = [(result.nvml_process_freed_bytes, N_("GPU memory (NVML, this process)")),
+             (result.torch_reserved_freed_bytes, N_("torch reserved")),
+             (result.host_rss_freed_bytes, N_("host RSS"))]
+    return tuple(Say("{size} MiB {what}", size=f"{v / 2**20:.1f}", what=name)
+                 for v, name in parts if v is not None) or (N_("an unmeasured amount"),)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from glmtts.errors import InvalidRequestError
+from glmtts.say import N_, Say
 
 #: Shortest and longest reference accepted by default, in seconds. GLM-TTS turns the prompt into
 #: 25 speech tokens per second and caps a prompt at 750 tokens: 30 s.
@@ -104,11 +105,13 @@ class ReferenceAudio:
 
     def summary(self) -> str:
         """One line for the UI, e.g. ``"4.2 s · 44,100 Hz · stereo → mono · FLAC · -23 dBFS"``."""
-        layout = "mono" if self.channels == 1 else f"{self.channels} channels → mono"
+        layout = N_("mono") if self.channels == 1 else Say("{count} channels → mono",
+                                                           count=self.channels)
         if self.channels == 2:
-            layout = "stereo → mono"
-        return (f"{self.duration_s:.1f} s · {self.sample_rate:,} Hz · {layout} · {self.format} · "
-                f"{self.level_dbfs:.0f} dBFS")
+            layout = N_("stereo → mono")
+        return Say("{seconds} s · {rate} Hz · {layout} · {format} · {level} dBFS",
+                   seconds=f"{self.duration_s:.1f}", rate=f"{self.sample_rate:,}",
+                   layout=layout, format=self.format, level=f"{self.level_dbfs:.0f}")
 
     def resampled(self, sample_rate: int) -> np.ndarray:
         """The samples at ``sample_rate`` (band-limited windowed sinc,
@@ -149,16 +152,20 @@ class ReferenceAudio:
 
 def _check_file(path: Path, max_bytes: int) -> int:
     if not path.exists():
-        raise ReferenceAudioError(f"the reference recording {path} does not exist")
+        raise ReferenceAudioError(Say("the reference recording {path} does not exist",
+                                      path=str(path)))
     if not path.is_file():
-        raise ReferenceAudioError(f"{path} is not a file: choose an audio file")
+        raise ReferenceAudioError(Say("{path} is not a file: choose an audio file",
+                                      path=str(path)))
     size = path.stat().st_size
     if size == 0:
-        raise ReferenceAudioError(f"the reference recording {path.name} is empty (0 bytes)")
+        raise ReferenceAudioError(Say("the reference recording {name} is empty (0 bytes)",
+                                      name=path.name))
     if size > max_bytes:
-        raise ReferenceAudioError(
-            f"the reference recording {path.name} is {_size(size)}; the limit is "
-            f"{_size(max_bytes)}: upload a short clip ({MIN_SECONDS:g}-{MAX_SECONDS:g} s)")
+        raise ReferenceAudioError(Say(
+            "the reference recording {name} is {size}; the limit is {limit}: upload a short "
+            "clip ({low}-{high} s)", name=path.name, size=_size(size), limit=_size(max_bytes),
+            low=f"{MIN_SECONDS:g}", high=f"{MAX_SECONDS:g}"))
     return size
 
 
@@ -172,16 +179,18 @@ def _open_info(path: Path) -> Any:
         formats = ", ".join(supported_formats())
         detail = exc.error_string
         if "not recognised" in detail.lower():
-            hint = ""
             if path.suffix.lower() == ".mp3" and "MP3" not in supported_formats():
-                hint = (f" (this libsndfile {sf.__libsndfile_version__} cannot read MP3; "
-                        f"1.1 or newer can)")
-            raise ReferenceAudioError(
-                f"{path.name} is not an audio file this app can read{hint}: use "
-                f"{formats}") from None
-        raise ReferenceAudioError(
-            f"{path.name} cannot be read: it is damaged, or not really audio (libsndfile: "
-            f"{detail.strip()}): export the clip again as {formats}") from None
+                raise ReferenceAudioError(Say(
+                    "{name} is not an audio file this app can read (this libsndfile {version} "
+                    "cannot read MP3; 1.1 or newer can): use {formats}", name=path.name,
+                    version=sf.__libsndfile_version__, formats=formats)) from None
+            raise ReferenceAudioError(Say(
+                "{name} is not an audio file this app can read: use {formats}",
+                name=path.name, formats=formats)) from None
+        raise ReferenceAudioError(Say(
+            "{name} cannot be read: it is damaged, or not really audio (libsndfile: {detail}): "
+            "export the clip again as {formats}", name=path.name, detail=detail.strip(),
+            formats=formats)) from None
 
 
 #: Largest sample rate and channel count a header may declare (beyond: a damaged or hostile
@@ -205,16 +214,19 @@ def check_header(path: str | Path, *, max_s: float = MAX_SECONDS,
     info = _open_info(path)
     formats = supported_formats()
     if info.format not in formats:
-        raise ReferenceAudioError(f"{path.name} is {info.format} audio, which is not accepted: "
-                                  f"use {', '.join(formats)}")
+        raise ReferenceAudioError(Say("{name} is {format} audio, which is not accepted: use "
+                                      "{formats}", name=path.name, format=info.format,
+                                      formats=", ".join(formats)))
     if not 0 < info.samplerate <= MAX_HEADER_RATE or not 0 < info.channels <= (
             MAX_HEADER_CHANNELS):
-        raise ReferenceAudioError(f"{path.name} has a broken header ({info.samplerate} Hz, "
-                                  f"{info.channels} channels)")
+        raise ReferenceAudioError(Say("{name} has a broken header ({rate} Hz, {channels} "
+                                      "channels)", name=path.name, rate=info.samplerate,
+                                      channels=info.channels))
     if info.frames > 0 and info.frames / info.samplerate > max_s + slack_s:
-        raise ReferenceAudioError(
-            f"the reference recording is {info.frames / info.samplerate:.1f} s long; the limit "
-            f"is {max_s:g} s: trim it to {MIN_SECONDS:g}-{max_s:g} s of clear speech")
+        raise ReferenceAudioError(Say(
+            "the reference recording is {seconds} s long; the limit is {high} s: trim it to "
+            "{low}-{high} s of clear speech", seconds=f"{info.frames / info.samplerate:.1f}",
+            high=f"{max_s:g}", low=f"{MIN_SECONDS:g}"))
     return info
 
 
@@ -243,31 +255,37 @@ def load_reference(path: str | Path, *, min_s: float = MIN_SECONDS,
         data, rate = sf.read(str(path), dtype="float32", always_2d=True,
                              frames=int((max_s + 1.0) * info.samplerate) + 1)
     except sf.LibsndfileError as exc:
-        raise ReferenceAudioError(f"{path.name} is damaged and cannot be decoded "
-                                  f"({exc.error_string}): export the clip again") from None
+        raise ReferenceAudioError(Say("{name} is damaged and cannot be decoded ({detail}): "
+                                      "export the clip again", name=path.name,
+                                      detail=exc.error_string)) from None
     mono = data.mean(axis=1, dtype=np.float64).astype(np.float32) if data.shape[1] > 1 else (
         data[:, 0].copy())
     if len(mono) == 0:
-        raise ReferenceAudioError(f"{path.name} contains no audio (0 samples)")
+        raise ReferenceAudioError(Say("{name} contains no audio (0 samples)", name=path.name))
     if not np.isfinite(mono).all():
-        raise ReferenceAudioError(f"{path.name} is damaged: it contains NaN or infinite "
-                                  f"samples")
+        raise ReferenceAudioError(Say("{name} is damaged: it contains NaN or infinite "
+                                      "samples", name=path.name))
     duration = len(mono) / rate
     if duration < min_s:
-        raise ReferenceAudioError(
-            f"the reference recording is {duration:.2f} s long; it needs at least {min_s:g} s "
-            f"({min_s:g}-{max_s:g} s of clear speech)")
+        raise ReferenceAudioError(Say(
+            "the reference recording is {seconds} s long; it needs at least {low} s "
+            "({low}-{high} s of clear speech)", seconds=f"{duration:.2f}", low=f"{min_s:g}",
+            high=f"{max_s:g}"))
     if duration > max_s:
-        raise ReferenceAudioError(
-            f"the reference recording is {duration:.1f} s long; the limit is {max_s:g} s: trim "
-            f"it to {min_s:g}-{max_s:g} s of clear speech")
+        raise ReferenceAudioError(Say(
+            "the reference recording is {seconds} s long; the limit is {high} s: trim it to "
+            "{low}-{high} s of clear speech", seconds=f"{duration:.1f}", high=f"{max_s:g}",
+            low=f"{min_s:g}"))
     rms = float(np.sqrt(np.mean(np.square(mono, dtype=np.float64))))
     if rms < silence_rms:
-        mixed = " after mixing its channels to mono" if info.channels > 1 else ""
+        levels = {"level": f"{_dbfs(rms):.1f}", "threshold": f"{_dbfs(silence_rms):.0f}",
+                  "rms": f"{silence_rms:g}"}
         raise ReferenceAudioError(
-            f"the reference recording is silent{mixed}: its RMS level is "
-            f"{_dbfs(rms):.1f} dBFS, below the threshold of {_dbfs(silence_rms):.0f} dBFS "
-            f"(RMS {silence_rms:g} of full scale)")
+            Say("the reference recording is silent after mixing its channels to mono: its RMS "
+                "level is {level} dBFS, below the threshold of {threshold} dBFS (RMS {rms} of "
+                "full scale)", **levels) if info.channels > 1 else
+            Say("the reference recording is silent: its RMS level is {level} dBFS, below the "
+                "threshold of {threshold} dBFS (RMS {rms} of full scale)", **levels))
     digest = hashlib.sha256(f"{rate}:".encode())
     digest.update(mono.tobytes())
     mono.setflags(write=False)

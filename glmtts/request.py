@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from glmtts.errors import InvalidRequestError
+from glmtts.say import N_, Say
 
 #: Longest text one request may carry, in characters (after clean-up). Longer texts are
 #: rejected, not truncated: split them, or use batch synthesis.
@@ -32,7 +33,8 @@ def clean_text(text: object) -> tuple[str, list[str]]:
             punctuation or emoji), or longer than :data:`MAX_TEXT_CHARS`.
     """
     if not isinstance(text, str):
-        raise InvalidRequestError("text", f"text must be a string, not {type(text).__name__}")
+        raise InvalidRequestError("text", Say("text must be a string, not {type}",
+                                              type=type(text).__name__))
     notes: list[str] = []
     kept: list[str] = []
     dropped_ctrl = dropped_sur = 0
@@ -45,20 +47,21 @@ def clean_text(text: object) -> tuple[str, list[str]]:
         else:
             kept.append(ch)
     if dropped_ctrl:
-        notes.append(f"removed {dropped_ctrl} control character(s)")
+        notes.append(Say("removed {count} control character(s)", count=dropped_ctrl))
     if dropped_sur:
-        notes.append(f"removed {dropped_sur} invalid surrogate code point(s)")
+        notes.append(Say("removed {count} invalid surrogate code point(s)", count=dropped_sur))
     cleaned = " ".join(unicodedata.normalize("NFC", "".join(kept)).split())
     if not cleaned:
-        raise InvalidRequestError("text", "the text is empty: type something to speak")
+        raise InvalidRequestError("text", N_("the text is empty: type something to speak"))
     if not any(ch.isalnum() for ch in cleaned):
         raise InvalidRequestError(
-            "text", "nothing to speak: the text has no letters or digits "
-                    "(only punctuation, symbols or emoji)")
+            "text", N_("nothing to speak: the text has no letters or digits (only "
+                       "punctuation, symbols or emoji)"))
     if len(cleaned) > MAX_TEXT_CHARS:
         raise InvalidRequestError(
-            "text", f"the text has {len(cleaned):,} characters; the limit is "
-                    f"{MAX_TEXT_CHARS:,} per request: split it or use batch synthesis")
+            "text", Say("the text has {count} characters; the limit is {limit} per request: "
+                        "split it or use batch synthesis", count=f"{len(cleaned):,}",
+                        limit=f"{MAX_TEXT_CHARS:,}"))
     return cleaned, notes
 
 
@@ -67,10 +70,11 @@ def check_seed(seed: object) -> int | None:
     if seed is None:
         return None
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise InvalidRequestError("seed", f"the seed must be a whole number, not {seed!r}")
+        raise InvalidRequestError("seed", Say("the seed must be a whole number, not {seed}",
+                                              seed=repr(seed)))
     if not 0 <= int(seed) <= MAX_SEED:
-        raise InvalidRequestError("seed", f"the seed must be between 0 and {MAX_SEED}, "
-                                          f"not {seed}")
+        raise InvalidRequestError("seed", Say("the seed must be between 0 and {top}, not "
+                                              "{seed}", top=MAX_SEED, seed=seed))
     return int(seed)
 
 
@@ -109,20 +113,21 @@ class SynthesisRequest:
         sr = self.sample_rate
         if sr is not None and (isinstance(sr, bool) or not isinstance(sr, (int, np.integer))
                                or sr <= 0):
-            raise InvalidRequestError("sample_rate",
-                                      f"the sample rate must be a positive whole number of Hz, "
-                                      f"not {sr!r}")
+            raise InvalidRequestError("sample_rate", Say(
+                "the sample rate must be a positive whole number of Hz, not {rate}",
+                rate=repr(sr)))
         if self.sampling_method not in SAMPLING_METHODS:
-            raise InvalidRequestError("sampling_method",
-                                      f"unknown sampling method {self.sampling_method!r}; "
-                                      f"choose one of {', '.join(SAMPLING_METHODS)}")
+            raise InvalidRequestError("sampling_method", Say(
+                "unknown sampling method {method}; choose one of {choices}",
+                method=repr(self.sampling_method), choices=", ".join(SAMPLING_METHODS)))
         lo, hi = SPEED_RANGE
         if isinstance(self.speed, bool) or not isinstance(self.speed, (int, float)) or not (
                 lo <= float(self.speed) <= hi):
-            raise InvalidRequestError("speed", f"the speed must be between {lo} and {hi}, "
-                                               f"not {self.speed!r}")
+            raise InvalidRequestError("speed", Say("the speed must be between {low} and "
+                                                   "{high}, not {speed}", low=lo, high=hi,
+                                                   speed=repr(self.speed)))
         if not isinstance(self.use_kv_cache, bool):
-            raise InvalidRequestError("use_kv_cache", "use_kv_cache must be true or false")
+            raise InvalidRequestError("use_kv_cache", N_("use_kv_cache must be true or false"))
         if self.reference_audio is not None:
             object.__setattr__(self, "reference_audio", Path(self.reference_audio))
 
@@ -145,7 +150,8 @@ class SynthesisRequest:
         """
         unknown = sorted(set(data) - {f for f in cls.__dataclass_fields__ if f != "notes"})
         if unknown:
-            raise InvalidRequestError(unknown[0], f"unknown request field {unknown[0]!r}")
+            raise InvalidRequestError(unknown[0], Say("unknown request field {field}",
+                                                      field=repr(unknown[0])))
         return cls(**data)
 
     def features(self) -> dict[str, Any]:

@@ -23,10 +23,12 @@ from glmtts.errors import GlmTtsError, OutOfMemoryError, is_out_of_memory
 from glmtts.outcome import CleanupOption, SynthesisOutcome, freed_text
 from glmtts.registry import device_lock, register, unregister
 from glmtts.request import SynthesisRequest, SynthesisResult
+from glmtts.say import Say
 from glmtts.worker.engine import WorkerEngine, isolated_by_default
 from monitoring import Probes, Sampler, Store, Tracker, cleanup, default_probes
 from monitoring.cleanup import CleanupResult
 from monitoring.i18n import N_
+from monitoring.imported import imported_torch
 from monitoring.policy import (
     HistoryEvent,
     PendingRequest,
@@ -285,22 +287,26 @@ class SynthesisSession:
             used = request
             if error is not None:
                 if not recover:
-                    raise OutOfMemoryError(f"out of memory: {error}")
+                    raise OutOfMemoryError(Say("out of memory: {error}", error=error))
                 freed = self._cleanup_unlocked("full")
                 used = self.lighter(request) or request
                 reload = self.ensure_loaded(used)
                 load = load or reload
                 result, record, error2 = self._attempt(used, retry_of=record.event_id)
                 attempts.append(record)
-                change = "with the KV cache off" if used is not request else "unchanged"
-                recovery = (f"Out of memory on the first attempt ({error}). A full cleanup freed "
-                            f"{freed_text(freed)} in {freed.duration_s:.2f} s; the retry ran "
-                            f"{change}")
+                told = {"error": error, "freed": freed_text(freed),
+                        "seconds": f"{freed.duration_s:.2f}",
+                        "change": N_("with the KV cache off") if used is not request
+                        else N_("unchanged")}
                 if error2 is not None:
-                    raise OutOfMemoryError(f"{recovery} and ran out of memory again "
-                                           f"({error2}). Shorten the text or free memory "
-                                           f"held by other processes.")
-                recovery += " and succeeded."
+                    raise OutOfMemoryError(Say(
+                        "Out of memory on the first attempt ({error}). A full cleanup freed "
+                        "{freed} in {seconds} s; the retry ran {change} and ran out of memory "
+                        "again ({error2}). Shorten the text or free memory held by other "
+                        "processes.", error2=error2, **told))
+                recovery = Say("Out of memory on the first attempt ({error}). A full cleanup "
+                               "freed {freed} in {seconds} s; the retry ran {change} and "
+                               "succeeded.", **told)
         assert result is not None
         self.synthesis_count += 1
         self.last = SynthesisOutcome(result, record, load, waited, tuple(attempts), recovery,
@@ -359,9 +365,7 @@ class SynthesisSession:
         if releasable and probes.allocator.unavailable_reason is not None:
             releasable = False
         if releasable and not isinstance(self.engine, WorkerEngine):
-            import sys
-
-            torch = sys.modules.get("torch")
+            torch = imported_torch()
             releasable = torch is not None and torch.cuda.is_initialized()
         return probes.snapshot(releasable=releasable)
 

@@ -9,8 +9,10 @@ rate is honoured by resampling, so it stays). Every point is one real synthesis 
 Per point the sweep reports, from one memory figure chosen by
 :func:`monitoring.records.peak_figure` (torch's reserved pool on a GPU, host RSS on the CPU):
 
-- ``peak_bytes``: the synthesis's peak above the figure's value *before the model was loaded*
-  (what the configuration needs, weights included);
+- ``peak_bytes``: what the configuration needs, weights included: the memory in use at the
+  group's first point above the figure's value *before the model was loaded*, plus this
+  synthesis's own peak above its start (so what earlier points left behind, a grown heap,
+  does not bias later ones);
 - ``peak_delta_bytes``: its peak above the synthesis's own start (headroom needed with the
   model already loaded);
 - ``retained_bytes``: what it left behind (after - before);
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from glmtts.errors import GlmTtsError, OutOfMemoryError
+from glmtts.say import N_, Listing, Say
 from monitoring.records import peak_figure
 
 if TYPE_CHECKING:
@@ -53,6 +56,12 @@ DEFAULT_TEXTS = (
     "trade. Merchants came every week with cloth, salt and iron tools, and the market square "
     "filled with voices from dawn until dusk. The old stone bridge carried carts and cattle "
     "across the water.",
+)
+#: The Tune page's default texts without a GPU: one segment and two (the KV switch changes
+#: only a second segment's prompt): its default sweep ends within a minute on a 2-core CPU.
+CPU_TEXTS = (
+    DEFAULT_TEXTS[0],
+    "The quick brown fox jumps over the lazy dog, while the old man watches from his porch.",
 )
 #: What the warm-up synthesis after each model load says.
 WARMUP_TEXT = "Warm-up run of the tuning sweep."
@@ -146,7 +155,8 @@ def plan_sweep(spec: SweepSpec) -> tuple[list[SweepPoint], list[str]]:
     cls = engine_class(spec.engine)
     reason = cls.unavailable_reason()
     if reason is not None:
-        raise GlmTtsError(f"the {spec.engine} engine cannot run here: {reason}")
+        raise GlmTtsError(Say("the {engine} engine cannot run here: {reason}",
+                              engine=spec.engine, reason=reason))
     accepted = _constructor_options(cls)
     notes: list[str] = []
     base: dict[str, Any] = {}
@@ -154,38 +164,42 @@ def plan_sweep(spec: SweepSpec) -> tuple[list[SweepPoint], list[str]]:
         if "scale" in accepted:
             base["scale"] = spec.scale
         else:
-            notes.append(f"{spec.engine} has no scale option: --scale ignored")
+            notes.append(Say("{engine} has no scale option: --scale ignored",
+                             engine=spec.engine))
     axes: list[list[tuple[str, Any]]] = []
     for name, values in (("dtype", spec.dtypes), ("attention_cache", spec.attention_cache)):
         if name in accepted:
             axes.append([(name, v) for v in dict.fromkeys(values)])
         elif len(set(values)) > 1 or (name == "dtype" and set(values) != {"fp32"}):
-            notes.append(f"{spec.engine} has no {name} option: that axis collapses")
+            notes.append(Say("{engine} has no {option} option: that axis collapses",
+                             engine=spec.engine, option=name))
     caps = create_engine(spec.engine, **base).capabilities
     if not caps.speech:
-        notes.append(f"{spec.engine}'s audio is not speech (random weights): its memory and "
-                     f"timings are what count")
+        notes.append(Say("{engine}'s audio is not speech (random weights): its memory and "
+                         "timings are what count", engine=spec.engine))
     rates: list[int | None]
     if caps.reason("sample_rate") is None:
         rates = [r for r in dict.fromkeys(spec.sample_rates) if r in caps.sample_rates]
         dropped = sorted(set(spec.sample_rates) - set(rates))
         if dropped:
-            notes.append(f"{spec.engine} cannot produce {', '.join(map(str, dropped))} Hz: "
-                         f"left out")
+            notes.append(Say("{engine} cannot produce {rates} Hz: left out",
+                             engine=spec.engine, rates=", ".join(map(str, dropped))))
     else:
         rates = [None]
-        notes.append(f"{spec.engine} ignores the sample rate: {caps.reason('sample_rate')}")
+        notes.append(Say("{engine} ignores the sample rate: {reason}", engine=spec.engine,
+                         reason=caps.reason("sample_rate")))
     kv = list(dict.fromkeys(spec.kv))
     if caps.reason("use_kv_cache") is not None and kv != [False]:
         kv = [False]
-        notes.append(f"{spec.engine}: KV cache only 'off' ({caps.reason('use_kv_cache')})")
+        notes.append(Say("{engine}: KV cache only 'off' ({reason})", engine=spec.engine,
+                         reason=caps.reason("use_kv_cache")))
     texts = list(dict.fromkeys(t for t in spec.texts if t.strip()))
     points = [SweepPoint(tuple(sorted({**base, **dict(combo)}.items())), rate, use_kv, text)
               for combo in itertools.product(*axes)
               for rate in rates for use_kv in kv for text in texts]
     if not points:
-        raise GlmTtsError("the sweep grid is empty: give at least one text, sample rate and "
-                          "KV setting")
+        raise GlmTtsError(N_("the sweep grid is empty: give at least one text, sample rate "
+                             "and KV setting"))
     return points, notes
 
 
@@ -193,7 +207,14 @@ def _minus(a: int | None, b: int | None) -> int | None:
     return None if a is None or b is None else a - b
 
 
-def _row(name: str, engine: Any, point: SweepPoint, outcome: Any, load: EventRecord | None,
+def _footprint(outcome: Any, load: EventRecord | None) -> int | None:
+    """Memory in use when ``outcome``'s synthesis started, above the start of ``load``."""
+    figure = peak_figure(outcome.record)
+    start = getattr(load.breakdown, figure).before_bytes if load is not None else None
+    return _minus(getattr(outcome.record.breakdown, figure).before_bytes, start)
+
+
+def _row(name: str, engine: Any, point: SweepPoint, outcome: Any, footprint: int | None,
          predicted: int | None) -> dict[str, Any]:
     options = dict(point.options)
     row: dict[str, Any] = {
@@ -209,10 +230,11 @@ def _row(name: str, engine: Any, point: SweepPoint, outcome: Any, load: EventRec
     result = outcome.result
     figure = peak_figure(record)
     change = getattr(record.breakdown, figure)
-    start = getattr(load.breakdown, figure).before_bytes if load is not None else None
+    peak = (None if footprint is None or change.peak_delta_bytes is None
+            else footprint + change.peak_delta_bytes)
     row.update(
         sample_rate=result.sample_rate, device=record.features.get("device"), figure=figure,
-        peak_bytes=_minus(change.peak_bytes, start), peak_delta_bytes=change.peak_delta_bytes,
+        peak_bytes=peak, peak_delta_bytes=change.peak_delta_bytes,
         retained_bytes=change.retained_bytes, latency_s=record.duration_s,
         audio_s=result.duration_s, rtf=result.rtf,
         segments=result.metadata.get("sentences"), event_id=record.event_id)
@@ -271,6 +293,7 @@ def _run_group(spec: SweepSpec, options: dict[str, Any], points: list[SweepPoint
                                store=store, sampler=sampler, label=label.strip())
     rows: list[dict[str, Any]] = []
     load: EventRecord | None = None
+    footprint: int | None = None  # weights, load and warm-up state, at the first point
     try:
         requests = [p.request(spec.seed) for p in points]
         predicted = [_estimate(session.engine, r) for r in requests]
@@ -288,7 +311,7 @@ def _run_group(spec: SweepSpec, options: dict[str, Any], points: list[SweepPoint
         for i, (point, request) in enumerate(zip(points, requests, strict=True)):
             if progress is not None:
                 progress(done + i, total, point)
-            base = _row(spec.engine, session.engine, point, None, load, predicted[i])
+            base = _row(spec.engine, session.engine, point, None, None, predicted[i])
             if not runnable[i]:
                 rows.append({**base, "status": "skipped"})
                 continue
@@ -299,8 +322,12 @@ def _run_group(spec: SweepSpec, options: dict[str, Any], points: list[SweepPoint
             except OutOfMemoryError as exc:
                 rows.append({**base, "status": "oom", "error": str(exc)})
                 continue
-            load = outcome.load or load
-            rows.append(_row(spec.engine, session.engine, point, outcome, load, predicted[i]))
+            if outcome.load is not None:  # loaded by this point (no warm-up): counts from it
+                load, footprint = outcome.load, None
+            if footprint is None:
+                footprint = _footprint(outcome, load)
+            rows.append(_row(spec.engine, session.engine, point, outcome, footprint,
+                             predicted[i]))
     finally:
         if session.loaded:
             session.cleanup("full")
@@ -311,20 +338,21 @@ def _run_group(spec: SweepSpec, options: dict[str, Any], points: list[SweepPoint
 def config_label(row: pd.Series | dict[str, Any], columns: Sequence[str]) -> str:
     """Short name of a configuration from the ``columns`` that vary, e.g.
     ``"24 kHz · KV on · fp32"``."""
-    parts = []
+    parts: list[str] = []
     for col in columns:
         value = row[col]
         if col == "sample_rate":
-            parts.append(f"{int(value) / 1000:g} kHz" if _known(value) else "native rate")
+            parts.append(Say("{rate} kHz", rate=f"{int(value) / 1000:g}") if _known(value)
+                         else N_("native rate"))
         elif col == "use_kv_cache":
-            parts.append(f"KV {'on' if value else 'off'}")
+            parts.append(N_("KV on") if value else N_("KV off"))
         elif col == "attention_cache":
-            parts.append(f"attention cache {'on' if value else 'off'}")
+            parts.append(N_("attention cache on") if value else N_("attention cache off"))
         elif col == "scale":
-            parts.append(f"scale {value:g}")
+            parts.append(Say("scale {scale}", scale=f"{value:g}"))
         else:
             parts.append(str(value))
-    return " · ".join(parts) or str(row["engine"])
+    return Say("{parts}", parts=Listing(parts, " · ")) if parts else str(row["engine"])
 
 
 def _known(value: Any) -> bool:
@@ -372,57 +400,7 @@ def fitting_configurations(frame: pd.DataFrame, budget_bytes: int) -> pd.DataFra
 
 
 def sweep_figures(frame: pd.DataFrame) -> dict[str, go.Figure]:
-    """Plotly figures against text length, one line per configuration: ``"peak"`` (peak above
-    the pre-load start, with the prediction dotted where there is one), ``"retained"`` and
-    ``"latency"``."""
-    import plotly.graph_objects as go
+    """The Tune page's charts of a sweep (see :mod:`glmtts.sweep_figures`)."""
+    from glmtts.sweep_figures import sweep_figures as figures
 
-    specs = {
-        "peak": ("peak_bytes", "peak (MiB above the start before loading)", MIB),
-        "retained": ("retained_bytes", "retained after the synthesis (MiB)", MIB),
-        "latency": ("latency_s", "latency (s)", 1),
-    }
-    figures: dict[str, go.Figure] = {}
-    ok = frame[frame["status"] == "ok"] if "status" in frame else frame
-    varying = _varying(frame)
-    words = {"host_rss": "host RSS (the whole process)", "torch_reserved": "torch reserved",
-             "nvml_process": "GPU memory of the process (NVML)"}
-    for key, (column, title, unit) in specs.items():
-        fig = go.Figure()
-        # lines that coincide are drawn once, their configurations named together, so the
-        # legend lists only what can be seen
-        lines: dict[tuple, list[str]] = {}
-        if column in ok:
-            for _, group in ok.groupby(varying or ["engine"], dropna=False, sort=False):
-                group = group.sort_values("text_chars")
-                name = config_label(group.iloc[0], varying)
-                values = group[column] / unit
-                shape = (column, tuple(group["text_chars"]), tuple(values.round(1)))
-                if shape in lines:
-                    lines[shape].append(name)
-                    continue
-                lines[shape] = [name]
-                fig.add_trace(go.Scatter(x=group["text_chars"], y=values,
-                                         mode="lines+markers", name=name,
-                                         meta={"column": column, "shape": len(lines) - 1}))
-                if key == "peak" and group["predicted_peak_bytes"].notna().any():
-                    fig.add_trace(go.Scatter(
-                        x=group["text_chars"], y=group["predicted_peak_bytes"] / unit,
-                        mode="lines", line={"dash": "dot"}, name=f"{name} (predicted)",
-                        meta={"column": "predicted_peak_bytes"}))
-        named = list(lines.values())
-        for trace in fig.data:
-            index = (trace.meta or {}).get("shape")
-            if index is not None and len(named[index]) > 1:
-                trace.name = " = ".join(named[index]) + " (the same)"
-        figure_name = ok["figure"].dropna().iloc[0] if "figure" in ok and len(
-            ok["figure"].dropna()) else None
-        where = (f", measured as {words.get(figure_name, figure_name.replace('_', ' '))}"
-                 if figure_name else "")
-        fig.update_layout(title=f"{title[0].upper()}{title[1:]}{where}",
-                          xaxis_title="text length (characters)",
-                          yaxis_title=title.split(" (")[-1].rstrip(")"), height=360,
-                          margin={"l": 10, "r": 10, "t": 40, "b": 10},
-                          legend={"orientation": "h", "y": -0.25}, meta={"sweep": key})
-        figures[key] = fig
-    return figures
+    return figures(frame)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import pickle
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +26,8 @@ from pathlib import Path
 from types import ModuleType
 
 from monitoring.errors import SnapshotUnavailableError
+from monitoring.i18n import N_
+from monitoring.imported import imported_torch
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ MEDIA_TYPE = "application/octet-stream"
 def _torch() -> ModuleType:
     """The torch this process imported (monitoring never imports it: a process that has not
     imported torch holds no CUDA allocator to record)."""
-    torch = sys.modules.get("torch")
+    torch = imported_torch()
     if torch is None:
         raise SnapshotUnavailableError("memory snapshots need CUDA, and this process has not "
                                        "imported torch")
@@ -47,14 +48,15 @@ def _torch() -> ModuleType:
 
 def unavailable_reason() -> str | None:
     """Why no memory snapshot can be taken in this process, or None when it can."""
-    torch = sys.modules.get("torch")
+    torch = imported_torch()
     if torch is None:
-        return "memory snapshots need CUDA, and this process has not imported torch"
+        return N_("memory snapshots need CUDA, and this process has not imported torch")
     if not torch.cuda.is_available():
-        return ("memory snapshots need CUDA: this process runs without a GPU (torch reports "
-                "CUDA unavailable), so there is no CUDA caching allocator to record")
+        return N_("memory snapshots need CUDA: this process runs without a GPU (torch reports "
+                  "CUDA unavailable), so there is no CUDA caching allocator to record")
     if not torch.cuda.is_initialized():
-        return "CUDA is not initialised in this process yet: nothing has been allocated on the GPU"
+        return N_("CUDA is not initialised in this process yet: nothing has been allocated on "
+                  "the GPU")
     return None
 
 

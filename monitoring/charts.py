@@ -160,7 +160,8 @@ def timeline_figure(samples: pd.DataFrame, markers: pd.DataFrame | None = None,
                 meta={"markers": str(kind), "event_ids": rows["event_id"].tolist()}))
     fig.update_layout(yaxis_title="MiB", xaxis_title=f"time ({zone_name(tz)})", height=380,
                       margin={"l": 10, "r": 10, "t": 30, "b": 10},
-                      legend={"orientation": "h", "y": -0.15}, uirevision="timeline")
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.3},
+                      uirevision="timeline")
     return fig
 
 

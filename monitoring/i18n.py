@@ -212,3 +212,51 @@ def N_(message: str) -> str:
     """Mark ``message`` for the catalog without translating it now (constants translated
     where they are shown, with :func:`_`)."""
     return message
+
+
+class Say(str):
+    """An English sentence that keeps its template and values, for the monitoring side (the
+    same as ``glmtts.say.Say``, which the engines use without importing monitoring): ``str``
+    everywhere, said in the reader's language by :func:`say`."""
+
+    template: str
+    values: dict[str, object]
+
+    def __new__(cls, template: str, /, **values: object) -> Say:
+        text = super().__new__(cls, template.format(**values) if values else template)
+        text.template, text.values = template, values
+        return text
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (self.template, self.values))
+
+
+def _rebuild(template: str, values: dict[str, object]) -> Say:
+    return Say(template, **values)
+
+
+def say(text: object) -> str:
+    """``text`` in the current language, whatever layer built it.
+
+    - a sentence that keeps its English template and values (:class:`Say`, or the same kind
+      from the application: its errors and notes) is rebuilt from the template's translation,
+      each value said the same way (a reason inside a reason is translated too; a tuple is a
+      list, its items joined the reader's way);
+    - an exception is said by the message it was raised with;
+    - a message marked with ``N_`` is looked up; any other text comes back as it is.
+    """
+    if isinstance(text, BaseException):
+        args = text.args
+        text = args[0] if len(args) == 1 and isinstance(args[0], str) else str(text)
+    if text is None:
+        return ""
+    template, values = getattr(text, "template", None), getattr(text, "values", None)
+    if not isinstance(template, str) or not isinstance(values, dict):
+        return _(text) if isinstance(text, str) else str(text)
+    if not values:
+        return _(template)
+    said = {name: _(getattr(value, "sep", ", ")).join(say(v) for v in value)
+            if isinstance(value, tuple)
+            else say(value) if isinstance(value, (str, BaseException)) else value
+            for name, value in values.items()}
+    return _(template).format(**said)

@@ -23,18 +23,20 @@ import psutil
 
 from monitoring._logonce import LogOnce
 from monitoring.errors import NvmlUnavailableError, ProbeReadError
+from monitoring.i18n import N_, Say
 from monitoring.snapshot import GpuMemory
 
 _log = logging.getLogger(__name__)
 
 # NVML error class (in pynvml) -> what it means for a user, most specific first.
 _REASONS = (
-    ("NVMLError_LibraryNotFound", "NVML library not found: no NVIDIA driver is installed here"),
-    ("NVMLError_DriverNotLoaded", "the NVIDIA driver is not loaded"),
-    ("NVMLError_NoPermission", "no permission to query the GPU through NVML"),
-    ("NVMLError_GpuIsLost", "the GPU is lost (fallen off the bus or reset)"),
-    ("NVMLError_Uninitialized", "NVML is no longer initialised (driver unloaded?)"),
-    ("NVMLError_NotSupported", "NVML does not support this query on this GPU"),
+    ("NVMLError_LibraryNotFound",
+     N_("NVML library not found: no NVIDIA driver is installed here")),
+    ("NVMLError_DriverNotLoaded", N_("the NVIDIA driver is not loaded")),
+    ("NVMLError_NoPermission", N_("no permission to query the GPU through NVML")),
+    ("NVMLError_GpuIsLost", N_("the GPU is lost (fallen off the bus or reset)")),
+    ("NVMLError_Uninitialized", N_("NVML is no longer initialised (driver unloaded?)")),
+    ("NVMLError_NotSupported", N_("NVML does not support this query on this GPU")),
 )
 # Errors meaning "this driver has no nvmlDeviceGetMemoryInfo_v2": fall back to v1.
 _V2_MISSING = (
@@ -55,8 +57,8 @@ def explain(nv: ModuleType, err: BaseException, action: str) -> str:
     """A readable sentence for an NVML error raised while doing ``action``."""
     for name, text in _REASONS:
         if _is(nv, err, (name,)):
-            return f"{text} ({action}: {err})"
-    return f"{action} failed: {err}"
+            return Say("{reason} ({action}: {error})", reason=text, action=action, error=str(err))
+    return Say("{action} failed: {error}", action=action, error=str(err))
 
 
 def _text(value: Any) -> str | None:
@@ -121,7 +123,7 @@ class NvmlProbe:
         try:
             nv = self._module or importlib.import_module("pynvml")
         except ImportError as err:
-            return f"nvidia-ml-py (module pynvml) is not installed ({err})"
+            return Say("nvidia-ml-py (module pynvml) is not installed ({error})", error=str(err))
         try:
             nv.nvmlInit()
             count = nv.nvmlDeviceGetCount()
@@ -129,7 +131,7 @@ class NvmlProbe:
         except nv.NVMLError as err:
             return explain(nv, err, "nvmlInit")
         if not devices:
-            return "NVML works but sees no GPU"
+            return N_("NVML works but sees no GPU")
         self._nv, self._devices = nv, devices
         return None
 

@@ -18,6 +18,7 @@ import threading
 from typing import Any
 
 from monitoring import heap
+from monitoring.imported import imported_torch
 
 _log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def malloc_trim() -> bool | None:
 def empty_cache() -> bool:
     """``torch.cuda.empty_cache()`` when this process imported torch and initialised CUDA;
     whether it ran."""
-    torch = sys.modules.get("torch")
+    torch = imported_torch()
     if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
         return False
     torch.cuda.empty_cache()

@@ -10,11 +10,11 @@ before torch has initialised CUDA, so that a probe never creates a CUDA context 
 from __future__ import annotations
 
 import logging
-import sys
 from types import ModuleType
 
 from monitoring._logonce import LogOnce
 from monitoring.errors import CudaUnavailableError, ProbeReadError
+from monitoring.imported import imported_torch
 
 _log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class TorchAllocatorProbe:
 
     def _cuda(self) -> ModuleType | None:
         """``torch.cuda`` if this process imported torch and CUDA is available, else None."""
-        torch = sys.modules.get("torch")
+        torch = imported_torch()
         if torch is None:
             return None
         if self._cuda_available is None:
@@ -65,7 +65,7 @@ class TorchAllocatorProbe:
     @property
     def unavailable_reason(self) -> str | None:
         """Why there are no allocator figures, or None when there are."""
-        if "torch" not in sys.modules:
+        if imported_torch() is None:
             return "torch is not imported in this process, so it holds no torch GPU memory"
         if self._cuda() is None:
             return "torch reports CUDA is not available (CPU-only build or no GPU)"

@@ -22,7 +22,7 @@ from glmtts.batch.files import (
     space_folder,
 )
 from glmtts.errors import GlmTtsError
-from monitoring.i18n import N_, _, ngettext
+from monitoring.i18n import N_, _, ngettext, say
 from ui import frame
 from ui.form_memory import KEEP
 from ui.format import fmt_bytes, fmt_seconds
@@ -46,10 +46,10 @@ def _row(result: LineResult) -> dict:
         _(" (earlier run)") if result.resumed else "")
     if result.recovery:
         status += _(" after retry")
-    detail = result.reason or ""
-    notes = ([result.recovery] if result.recovery else []) + list(result.notes)
+    detail = say(result.reason)
+    notes = [say(n) for n in ([result.recovery] if result.recovery else []) + list(result.notes)]
     if notes:
-        detail = "; ".join(([detail] if detail else []) + notes)
+        detail = _("; ").join(([detail] if detail else []) + notes)
     return {"line": result.line, "uttid": result.uttid or "", "status": status,
             "wall": fmt_seconds(result.wall_s) if result.wall_s is not None else "",
             "audio": f"{result.audio_s:.2f} s" if result.audio_s is not None else "",
@@ -132,7 +132,7 @@ try:
             folder = space_folder(space) / key
             problems = save_uploads([*ref_files, ("tasks.jsonl", data)], folder)  # JSONL last
             for problem in problems:
-                st.warning(problem)
+                st.warning(say(problem))
             tasks_path = folder / "tasks.jsonl"
             run_dir = run_folder(upload.name, key, space)
     else:
@@ -148,7 +148,7 @@ try:
             if ref_files:
                 folder = space_folder(space) / refs_key
                 for problem in save_uploads(ref_files, folder):
-                    st.warning(problem)
+                    st.warning(say(problem))
                 extra_folders.append(folder)
             run_dir = run_folder(tasks_path.name, digest([str(tasks_path).encode(),
                                                           refs_key.encode()]),
@@ -158,7 +158,7 @@ try:
         plan = load_tasks(tasks_path, extra_folders=extra_folders, engine=session.engine_name,
                           engines={session.engine_name: session.engine})
 except (BatchInputError, OSError) as exc:
-    st.error(str(exc))
+    st.error(say(exc))
     plan = None
 
 if plan is not None and run_dir is not None:
@@ -171,7 +171,8 @@ if plan is not None and run_dir is not None:
                                   "{count} invalid line(s): they will be skipped",
                                   len(plan.invalid)).format(count=len(plan.invalid)),
                          expanded=len(plan.invalid) <= 10):
-            st.dataframe(pd.DataFrame(plan.problems(), columns=[_("line"), _("reason")]),
+            st.dataframe(pd.DataFrame([(line, say(reason)) for line, reason in plan.problems()],
+                                      columns=[_("line"), _("reason")]),
                          hide_index=True, width="stretch")
     st.caption(_("Results go to `{folder}` (WAVs + manifest.jsonl).").format(folder=run_dir))
     run = st.button(_("Run batch"), key="batch_run", type="primary", disabled=not plan.tasks)
@@ -186,7 +187,7 @@ if plan is not None and run_dir is not None:
         try:
             with BatchRunner(plan, run_dir, session, resume=True) as runner:
                 for message in runner.messages:
-                    st.info(message)
+                    st.info(say(message))
                 for result in runner:
                     rows[result.line] = _row(result)
                     bar.progress(runner.progress.fraction, text=_progress_text(runner.progress))
@@ -198,7 +199,7 @@ if plan is not None and run_dir is not None:
                     "zip": zip_results(runner.output),
                 }
         except GlmTtsError as exc:  # folder busy or unwritable; lines themselves never raise
-            st.error(str(exc))
+            st.error(say(exc))
 
     last = st.session_state.get("_batch_last")
     if last is not None and last["run_dir"] == str(run_dir.resolve()):

@@ -6,7 +6,7 @@ import streamlit as st
 from monitoring import charts
 from monitoring.allocator_history import MemoryHistory, snapshot_filename
 from monitoring.allocator_history import unavailable_reason as snapshot_unavailable
-from monitoring.i18n import N_, _
+from monitoring.i18n import N_, _, say
 from ui import frame, language
 from ui.form_memory import KEEP
 from ui.format import fmt_bytes
@@ -26,7 +26,7 @@ session = tts_session()
 snap = current_snapshot()
 if snap.gpu_index is None:
     st.info(_("No GPU data: {reason}. The charts show host memory (RSS) instead.").format(
-        reason=snap.nvml_reason or _("NVML is not available")))
+        reason=say(snap.nvml_reason) or _("NVML is not available")))
 
 st.session_state.setdefault("live", True)
 c1, c2 = st.columns([1, 3])
@@ -123,7 +123,7 @@ with right:
 st.subheader(_("PyTorch memory snapshot"))
 why_not = snapshot_unavailable()
 if why_not:
-    st.caption(_("For pytorch.org/memory_viz: {reason}.").format(reason=why_not))
+    st.caption(_("For pytorch.org/memory_viz: {reason}.").format(reason=say(why_not)))
 else:
     if st.button(_("Take a snapshot of the CUDA allocator"), key="take_snapshot"):
         st.session_state["_memory_snapshot"] = (snapshot_filename(),
@@ -144,6 +144,6 @@ if snap.gpus:
     } for g in snap.gpus]), hide_index=True, width="stretch")
 else:
     st.caption(_("No NVIDIA GPU visible: {reason}.").format(
-        reason=snap.nvml_reason or _("NVML unavailable")))
+        reason=say(snap.nvml_reason) or _("NVML unavailable")))
 
 frame.end()

@@ -7,8 +7,9 @@ from glmtts.audio import wav_bytes
 from glmtts.errors import GlmTtsError
 from glmtts.reference_audio import ReferenceAudioError, load_reference, supported_formats
 from glmtts.request import MAX_TEXT_CHARS, SAMPLING_METHODS, SPEED_RANGE
+from glmtts.say import message_of
 from glmtts.stream import streaming
-from monitoring.i18n import _
+from monitoring.i18n import _, say
 from monitoring.policy.recommendation import word
 from ui import frame
 from ui.cards import memory_card
@@ -59,7 +60,7 @@ with right:
         try:
             ref = load_reference(saved)
         except ReferenceAudioError as exc:
-            st.session_state["_ref_error"] = str(exc)
+            st.session_state["_ref_error"] = message_of(exc)
             st.session_state.pop("_ref_audio_path", None)
         else:
             st.session_state.pop("_ref_error", None)
@@ -67,11 +68,11 @@ with right:
             st.session_state["_ref_summary"] = ref.summary()
             st.session_state["_ref_preview"] = ref.preview_wav()
     if ref_reason is None and st.session_state.get("_ref_error"):
-        st.error(st.session_state["_ref_error"])
+        st.error(say(st.session_state["_ref_error"]))
     if ref_reason is None and st.session_state.get("_ref_audio_path"):
         st.caption(_("Reference: {name} · {summary}").format(
             name=Path(st.session_state["_ref_audio_path"]).name,
-            summary=st.session_state.get("_ref_summary", "")))
+            summary=say(st.session_state.get("_ref_summary", ""))))
         st.audio(st.session_state["_ref_preview"], format="audio/wav")
         st.text_input(_("Transcript of the reference (required)"), key="ref_text", **KEEP)
 
@@ -124,13 +125,13 @@ if st.button(_("Synthesize"), key="synthesize", type="primary",
                 summary=outcome.recommendation.summary if outcome.recommendation else ""),
                 icon="🧭")
         if outcome.recovery:
-            st.warning(outcome.recovery, icon="♻️")
+            st.warning(say(outcome.recovery), icon="♻️")
         for note in request.notes:
-            st.info(note)
+            st.info(say(note))
     except GlmTtsError as exc:  # bad input, voice or device; out of memory even after retry
         if live is not None:
             live.abandon()
-        st.error(str(exc))
+        st.error(say(exc))
 
 outcome = session.last
 if outcome is not None and "_last_audio" in st.session_state:

@@ -3,9 +3,10 @@
     .venv/bin/python scripts/update_catalog.py          # rewrite locale/zh_CN/.../glmtts.po
     .venv/bin/python scripts/update_catalog.py --check  # exit 1 when it is not up to date
 
-Every literal passed to ``_()``, ``N_()`` or ``ngettext()`` in pages/, ui/, monitoring/,
-glmtts/, service/ and streamlit_app.py is a message (found with :mod:`ast`, so only literals
-count: ``_(variable)`` translates a message marked elsewhere with ``N_``). The file keeps the
+Every literal passed to ``_()``, ``N_()``, ``ngettext()`` or ``Say()`` (the TTS side's English
+sentences with values, see :mod:`glmtts.say`) in pages/, ui/, monitoring/, glmtts/, service/ and
+streamlit_app.py is a message (found with :mod:`ast`, so only literals count: ``_(variable)``
+translates a message marked elsewhere with ``N_``). The file keeps the
 translations it has, gains new messages with an empty ``msgstr`` for the translator, and loses
 messages no longer in the source. The app reads the ``.po`` itself (see
 :mod:`monitoring.i18n`): there is nothing to compile.
@@ -23,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from monitoring.i18n import parse_po, po_path  # noqa: E402
 
 SOURCES = ("streamlit_app.py", "pages", "ui", "monitoring", "glmtts", "service")
-MARKERS = {"_": 1, "N_": 1, "ngettext": 2}
+MARKERS = {"_": 1, "N_": 1, "ngettext": 2, "Say": 1}
 HEADER = (
     'msgid ""\nmsgstr ""\n'
     '"Project-Id-Version: glmtts\\n"\n'

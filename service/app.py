@@ -604,7 +604,8 @@ def _recommendation_json(rec: Any) -> dict[str, Any]:
         "mode": rec.mode, "domain": rec.domain,
         "reasons": [{"rule": r.rule, "action": r.action, "urgency": r.urgency, "text": r.text}
                     for r in rec.reasons],
-        **{k: figures.get(k) for k in ("needed_bytes", "headroom_bytes", "light_frees_bytes",
+        **{k: figures.get(k) for k in ("predicted_peak_bytes", "predicted_peak_upper_bytes",
+                                       "needed_bytes", "headroom_bytes", "light_frees_bytes",
                                        "full_frees_bytes", "reload_cost_s")},
     }
 

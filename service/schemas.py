@@ -272,6 +272,10 @@ class RecommendationOut(BaseModel):
     mode: str
     domain: str | None
     reasons: list[ReasonOut]
+    predicted_peak_bytes: int | None = Field(
+        None, description="The pending request's predicted peak (null: no pending request)")
+    predicted_peak_upper_bytes: int | None = Field(
+        None, description="Its upper bound, as the advice quotes it")
     needed_bytes: int | None
     headroom_bytes: int | None
     light_frees_bytes: int | None

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 import sys
 from typing import Any
 
 import streamlit as st
 
-from glmtts.engines import engine_class, engine_names, engine_status
-from glmtts.engines.glm_tts.checkout import checkout_problem
+from glmtts.engines import engine_names, engine_status, takes_dtype
+from glmtts.engines.glm_tts.checkout import checkout_problem, engine_problem
 from glmtts.errors import GlmTtsError
 from glmtts.precision import DTYPE_CHOICES, dtype_problem
 from glmtts.session import SynthesisSession
 from glmtts.worker.client import default_python, interpreter_problem
 from glmtts.worker.engine import isolated_by_default
-from monitoring.i18n import N_, _
+from monitoring.i18n import N_, _, say
 from ui.form_memory import KEEP
 from ui.language import speaking_now
 
@@ -39,8 +38,7 @@ def _glm_tts_options() -> tuple[dict[str, Any], str | None]:
                                  "grapheme-to-phoneme"))
     options = {"home": home or None, "use_phoneme": bool(phoneme)}
     if not _isolated("glm-tts"):
-        cls = engine_class("glm-tts")
-        return options, cls.unavailable_reason_for(home or None)  # type: ignore[attr-defined]
+        return options, engine_problem(home or None)
     # In a worker, upstream's own interpreter checks its packages and CUDA (see hello).
     return options, checkout_problem(home or None)
 
@@ -50,10 +48,6 @@ def _no_options() -> tuple[dict[str, Any], str | None]:
 
 
 _OPTIONS = {"piper": _piper_options, "glm-tts": _glm_tts_options}
-
-
-def _takes_dtype(engine: str) -> bool:
-    return "dtype" in inspect.signature(engine_class(engine).__init__).parameters
 
 
 _DTYPE_WORDS = {"auto": N_("auto (fp32 unless it will not fit)"),
@@ -124,7 +118,7 @@ def _worker_status(session: SynthesisSession, where: st.delta_generator.DeltaGen
         try:
             env = engine.environment()  # type: ignore[attr-defined]
         except GlmTtsError as exc:
-            where.error(str(exc))
+            where.error(say(exc))
             return str(exc)
     cuda = (_("CUDA {version}, {count} GPU(s)").format(version=env.get("cuda_version"),
                                                         count=env.get("cuda_devices"))
@@ -152,7 +146,7 @@ def engine_choice(session: SynthesisSession) -> str | None:
                                  else _("{engine} (unavailable)").format(engine=n)))
     with right:
         options, reason = _OPTIONS.get(engine, _no_options)()
-        if _takes_dtype(engine):
+        if takes_dtype(engine):
             options["dtype"] = _dtype_choice()
         isolate, python, python_problem = _worker_options(engine)
     if not isolate:
@@ -160,14 +154,14 @@ def engine_choice(session: SynthesisSession) -> str | None:
     reason = reason or python_problem
     if reason is not None:
         right.warning(_("{engine} cannot run here: {reason}").format(engine=engine,
-                                                                      reason=reason))
+                                                                      reason=say(reason)))
         return reason
     if (engine != session.engine_name or options != session.engine_options
             or isolate != session.isolated or (isolate and python != session.python)):
         try:
             session.switch_engine(engine, options, isolate=isolate, python=python)
         except GlmTtsError as exc:
-            right.error(str(exc))
+            right.error(say(exc))
             return str(exc)
     problem = _dtype_problem(session)
     if problem is not None:

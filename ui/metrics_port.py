@@ -18,10 +18,10 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from glmtts.telemetry import new_metrics
-from monitoring.metrics import MemoryMetrics
+if TYPE_CHECKING:  # prometheus_client is imported only when the port is asked for
+    from monitoring.metrics import MemoryMetrics
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,8 @@ def start_metrics_port(port: int | None = None) -> MetricsPort | None:
         if _FAILED is not None:
             return None
         from prometheus_client import start_http_server
+
+        from glmtts.telemetry import new_metrics
 
         metrics = new_metrics()
         try:

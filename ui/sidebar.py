@@ -8,7 +8,7 @@ from glmtts.device import cuda_unavailable_reason
 from glmtts.outcome import CleanupOption
 from glmtts.registry import loaded_models
 from monitoring import Snapshot, i18n, take_snapshot
-from monitoring.i18n import N_, _
+from monitoring.i18n import N_, _, say
 from monitoring.policy import MODES, Recommendation
 from monitoring.policy.recommendation import word
 from ui import language
@@ -62,7 +62,7 @@ def device_card(snap: Snapshot) -> None:
             st.caption(_("this process: {size} (NVML)").format(
                 size=fmt_bytes(snap.nvml_process_used_bytes)))
     else:
-        reason = snap.nvml_reason or cuda_unavailable_reason() or _("no NVIDIA GPU found")
+        reason = say(snap.nvml_reason or cuda_unavailable_reason()) or _("no NVIDIA GPU found")
         st.markdown(_("**No GPU: showing host memory**"))
         st.caption(_("Why: {reason}").format(reason=reason))
     if snap.host_rss_bytes is not None:

@@ -23,6 +23,7 @@ from glmtts.engines import create_engine, engine_names
 from glmtts.engines.base import Capabilities, Engine
 from glmtts.errors import GlmTtsError, InvalidRequestError
 from glmtts.request import SynthesisRequest, check_seed, clean_text
+from glmtts.say import N_, Say, message_of
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,9 @@ class _Checker:
             except GlmTtsError as exc:  # unknown engine, voice or checkout missing
                 self.engines[name] = exc
             except (ImportError, OSError) as exc:  # an engine's optional dependency or files
-                self.engines[name] = GlmTtsError(f"the {name} engine cannot be created here "
-                                                 f"({type(exc).__name__}: {exc})")
+                self.engines[name] = GlmTtsError(Say(
+                    "the {engine} engine cannot be created here ({error})", engine=name,
+                    error=f"{type(exc).__name__}: {exc}"))
         return self.engines[name]
 
     def audio_seconds(self, path: Path) -> float | InvalidRequestError:
@@ -75,7 +77,7 @@ class _Checker:
                 load_reference(path)
                 self.references[path] = None
             except InvalidRequestError as exc:
-                self.references[path] = str(exc)
+                self.references[path] = message_of(exc)
         return self.references[path]
 
     def check(self, number: int, raw: bytes) -> BatchTask | InvalidLine | None:
@@ -83,18 +85,18 @@ class _Checker:
         try:
             text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
         except UnicodeDecodeError as exc:
-            return InvalidLine(number, None, (f"not UTF-8 text ({exc.reason} at byte "
-                                              f"{exc.start})",))
+            return InvalidLine(number, None, (Say("not UTF-8 text ({reason} at byte {at})",
+                                                  reason=exc.reason, at=exc.start),))
         if not text.strip():
             return None
         try:
             data = json.loads(text)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
             detail = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-            return InvalidLine(number, None, (f"not JSON ({detail})",))
+            return InvalidLine(number, None, (Say("not JSON ({detail})", detail=detail),))
         if not isinstance(data, dict):
-            return InvalidLine(number, None, (f"not a JSON object (found "
-                                              f"{_json_type(data)})",))
+            return InvalidLine(number, None, (Say("not a JSON object (found {found})",
+                                                  found=_json_type(data)),))
         return self._check_object(number, data)
 
     def _check_object(self, number: int, data: dict[str, Any]) -> BatchTask | InvalidLine:
@@ -108,11 +110,13 @@ class _Checker:
         seed = _seed(data.get("seed"), reasons)
         kv = data.get("use_kv_cache")
         if kv is not None and not isinstance(kv, bool):
-            reasons.append(f"use_kv_cache must be true or false, not {_short(kv)}")
+            reasons.append(Say("use_kv_cache must be true or false, not {value}",
+                               value=_short(kv)))
             kv = None
         prompt_text = data.get("prompt_text")
         if prompt_text is not None and not isinstance(prompt_text, str):
-            reasons.append(f"prompt_text must be a string, not {_json_type(prompt_text)}")
+            reasons.append(Say("prompt_text must be a string, not {found}",
+                               found=_json_type(prompt_text)))
             prompt_text = None
         prompt_speech = self._prompt_speech(data.get("prompt_speech"), reasons)
         notes.extend(_ignored(data, caps))
@@ -120,7 +124,8 @@ class _Checker:
         if prompt_speech is not None and "reference_audio" in honoured:
             problem = self.reference_problem(prompt_speech)
             if problem is not None:
-                reasons.append(f"prompt_speech {_path_text(data['prompt_speech'])}: {problem}")
+                reasons.append(Say("prompt_speech {path}: {problem}",
+                                   path=_path_text(data["prompt_speech"]), problem=problem))
         if reasons or text is None or engine is None or stem is None:
             return InvalidLine(number, uttid, tuple(reasons))
         clones = "reference_audio" in honoured
@@ -135,7 +140,7 @@ class _Checker:
             )
             engine.check(request)
         except GlmTtsError as exc:
-            return InvalidLine(number, uttid, (str(exc),))
+            return InvalidLine(number, uttid, (message_of(exc),))
         return BatchTask(number, uttid, stem, engine_name, request, prompt_speech, prompt_text,
                          tuple(notes))
 
@@ -143,12 +148,12 @@ class _Checker:
         if value is None:
             value = self.default_engine
         if not isinstance(value, str) or not value:
-            reasons.append(f"engine must be one of {', '.join(engine_names())}, "
-                           f"not {_short(value)}")
+            reasons.append(Say("engine must be one of {names}, not {value}",
+                               names=", ".join(engine_names()), value=_short(value)))
             return str(value), None
         found = self.engine(value)
         if isinstance(found, GlmTtsError):
-            reasons.append(f"engine: {found}")
+            reasons.append(Say("engine: {reason}", reason=message_of(found)))
             return value, None
         return value, found
 
@@ -157,52 +162,61 @@ class _Checker:
         raw = data.get("uttid")
         if raw is None:
             uttid = f"line-{number}"
-            notes.append(f"no uttid: named {uttid!r} after its line number")
+            notes.append(Say("no uttid: named {uttid} after its line number",
+                             uttid=repr(uttid)))
         elif _whole(raw):
             uttid = str(raw)
         elif isinstance(raw, str):
             uttid = raw
         else:
-            reasons.append(f"uttid must be a string or a whole number, not {_json_type(raw)}")
+            reasons.append(Say("uttid must be a string or a whole number, not {found}",
+                               found=_json_type(raw)))
             return None, None
         if not uttid.strip():
-            reasons.append("uttid is empty")
+            reasons.append(N_("uttid is empty"))
             return uttid, None
         first = self.uttids.setdefault(uttid, number)
         if first != number:
-            reasons.append(f"duplicate uttid {uttid!r} (first on line {first})")
+            reasons.append(Say("duplicate uttid {uttid} (first on line {first})",
+                               uttid=repr(uttid), first=first))
             return uttid, None
         stem = safe_stem(uttid)
         if stem is None:
-            reasons.append(f"uttid {uttid!r} has no letter or digit to make a file name from")
+            reasons.append(Say("uttid {uttid} has no letter or digit to make a file name from",
+                               uttid=repr(uttid)))
             return uttid, None
         taken = self.stems.setdefault(stem.casefold(), (number, uttid))
         if taken[0] != number:
-            reasons.append(f"uttid {uttid!r} and {taken[1]!r} (line {taken[0]}) would both "
-                           f"be saved as {stem}.wav")
+            reasons.append(Say("uttid {uttid} and {other} (line {line}) would both be saved "
+                               "as {file}", uttid=repr(uttid), other=repr(taken[1]),
+                               line=taken[0], file=f"{stem}.wav"))
             return uttid, None
         if stem != uttid:
-            notes.append(f"uttid {uttid!r} is saved as {stem}.wav")
+            notes.append(Say("uttid {uttid} is saved as {file}", uttid=repr(uttid),
+                             file=f"{stem}.wav"))
         return uttid, stem
 
     def _prompt_speech(self, value: Any, reasons: list[str]) -> Path | None:
         if value is None:
             return None
         if not isinstance(value, str):
-            reasons.append(f"prompt_speech must be a path (a string), not {_json_type(value)}")
+            reasons.append(Say("prompt_speech must be a path (a string), not {found}",
+                               found=_json_type(value)))
             return None
         if not value.strip():
-            reasons.append("prompt_speech is empty")
+            reasons.append(N_("prompt_speech is empty"))
             return None
         shown = _path_text(value)
         try:
             path = resolve_inside(value, self.folders)
         except InvalidRequestError as exc:
-            reasons.append(f"prompt_speech {shown}: {exc}")
+            reasons.append(Say("prompt_speech {path}: {problem}", path=shown,
+                               problem=message_of(exc)))
             return None
         seconds = self.audio_seconds(path)
         if isinstance(seconds, InvalidRequestError):
-            reasons.append(f"prompt_speech {shown}: {seconds}")
+            reasons.append(Say("prompt_speech {path}: {problem}", path=shown,
+                               problem=message_of(seconds)))
             return None
         return path
 
@@ -214,14 +228,14 @@ _REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict = 
 def _syn_text(data: dict[str, Any], reasons: list[str], notes: list[str]) -> str | None:
     value = data.get("syn_text")
     if value is None:
-        reasons.append("missing syn_text (the text to speak)")
+        reasons.append(N_("missing syn_text (the text to speak)"))
     elif not isinstance(value, str):
-        reasons.append(f"syn_text must be a string, not {_json_type(value)}")
+        reasons.append(Say("syn_text must be a string, not {found}", found=_json_type(value)))
     else:
         try:
             text, cleaned = clean_text(value)
         except InvalidRequestError as exc:
-            reasons.append(f"syn_text: {exc}")
+            reasons.append(Say("syn_text: {problem}", problem=message_of(exc)))
         else:
             notes.extend(cleaned)
             return text
@@ -233,12 +247,13 @@ def _sample_rate(value: Any, caps: Capabilities | None, engine: str,
     if value is None:
         return None
     if not _whole(value) or value <= 0:
-        reasons.append(f"sample_rate must be a positive whole number of Hz, not {_short(value)}")
+        reasons.append(Say("sample_rate must be a positive whole number of Hz, not {value}",
+                           value=_short(value)))
         return None
     if caps is not None and value not in caps.sample_rates:
         rates = ", ".join(str(r) for r in caps.sample_rates)
-        reasons.append(f"sample_rate {value} Hz is not one the {engine} engine can produce "
-                       f"({rates})")
+        reasons.append(Say("sample_rate {rate} Hz is not one the {engine} engine can produce "
+                           "({rates})", rate=value, engine=engine, rates=rates))
         return None
     return int(value)
 
@@ -247,7 +262,8 @@ def _seed(value: Any, reasons: list[str]) -> int | None:
     try:
         return check_seed(value)
     except InvalidRequestError:
-        reasons.append(f"seed must be a whole number from 0 to 2**63 - 1, not {_short(value)}")
+        reasons.append(Say("seed must be a whole number from 0 to 2**63 - 1, not {value}",
+                           value=_short(value)))
         return None
 
 
@@ -256,13 +272,13 @@ def _ignored(data: dict[str, Any], caps: Capabilities | None) -> list[str]:
     notes = []
     unknown = sorted(k for k in data if k not in KNOWN_FIELDS)
     if unknown:
-        notes.append(f"unknown field(s) ignored: {', '.join(unknown[:10])}"
-                     + (" …" if len(unknown) > 10 else ""))
+        notes.append(Say("unknown field(s) ignored: {fields}",
+                         fields=", ".join(unknown[:10]) + (" …" if len(unknown) > 10 else "")))
     if caps is not None:
         for name, knob in FIELD_KNOBS.items():
             why = caps.reason(knob)
             if why is not None and data.get(name) is not None:
-                notes.append(f"{name} ignored: {why}")
+                notes.append(Say("{field} ignored: {reason}", field=name, reason=why))
     return notes
 
 
@@ -277,8 +293,9 @@ def _short(value: Any) -> str:
 
 
 def _json_type(value: Any) -> str:
-    names = {dict: "an object", list: "a list", str: "a string", bool: "true/false",
-             int: "a number", float: "a number", type(None): "null"}
+    names = {dict: N_("an object"), list: N_("a list"), str: N_("a string"),
+             bool: N_("true/false"), int: N_("a number"), float: N_("a number"),
+             type(None): "null"}
     return names.get(type(value), type(value).__name__)
 
 

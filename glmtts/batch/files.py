@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from glmtts.batch.tasks import BatchInputError, is_inside, safe_stem
+from glmtts.say import N_, Say, message_of
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +77,9 @@ def server_path(value: str, folders: Sequence[Path] | None = None) -> Path:
     folders = tuple(folders) if folders is not None else server_folders()
     value = value.strip()
     if not value:
-        raise BatchInputError("give the path of a JSONL file")
+        raise BatchInputError(N_("give the path of a JSONL file"))
     if "\x00" in value:
-        raise BatchInputError("the path contains a NUL character")
+        raise BatchInputError(N_("the path contains a NUL character"))
     path = Path(value).expanduser()
     if not path.is_absolute():
         path = folders[0] / path
@@ -89,8 +90,9 @@ def server_path(value: str, folders: Sequence[Path] | None = None) -> Path:
         usable = False
     if not usable:
         allowed = ", ".join(str(f) for f in folders)
-        raise BatchInputError(f"no JSONL file {value} in the folders this server reads tasks "
-                              f"from ({allowed}; set {INPUTS_ENV} to change them)")
+        raise BatchInputError(Say("no JSONL file {path} in the folders this server reads tasks "
+                                  "from ({allowed}; set {variable} to change them)",
+                                  path=value, allowed=allowed, variable=INPUTS_ENV))
     return resolved
 
 
@@ -175,23 +177,25 @@ class UploadBudget:
         size, files = folder_usage(folder)
         space_bytes, space_files = MAX_SPACE_BYTES - size, MAX_SPACE_FILES - files
         if space_bytes < MAX_UPLOAD_BYTES or space_files < MAX_UPLOAD_FILES:
-            return cls(max(space_bytes, 0), max(space_files, 0), "this session's uploads")
+            return cls(max(space_bytes, 0), max(space_files, 0), N_("this session's uploads"))
         return cls()
 
     def take(self, size: int) -> str | None:
         """Count one file of ``size`` bytes; the problem when it does not fit, else None."""
         if self.files_left < 1:
-            return f"more files than {self.why} may hold"
+            return Say("more files than {what} may hold", what=self.why)
         if size > self.bytes_left:
-            return f"more bytes than {self.why} may hold ({self.bytes_left:,} left)"
+            return Say("more bytes than {what} may hold ({left} left)", what=self.why,
+                       left=f"{self.bytes_left:,}")
         self.files_left -= 1
         self.bytes_left -= size
         return None
 
     def limits(self) -> str:
-        return (f"limits: {MAX_UPLOAD_BYTES // 2**20} MiB and {MAX_UPLOAD_FILES:,} files per "
-                f"upload, {MAX_SPACE_BYTES // 2**20} MiB and {MAX_SPACE_FILES:,} files per "
-                f"session, zips unpacked")
+        return Say("limits: {upload_mib} MiB and {upload_files} files per upload, {space_mib} "
+                   "MiB and {space_files} files per session, zips unpacked",
+                   upload_mib=MAX_UPLOAD_BYTES // 2**20, upload_files=f"{MAX_UPLOAD_FILES:,}",
+                   space_mib=MAX_SPACE_BYTES // 2**20, space_files=f"{MAX_SPACE_FILES:,}")
 
 
 def _member_path(name: str) -> PurePosixPath | None:
@@ -212,43 +216,49 @@ def extract_zip(data: bytes, dest: Path, budget: UploadBudget | None = None) -> 
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile as exc:
-        return [f"not a zip file ({exc})"]
+        return [Say("not a zip file ({error})", error=str(exc))]
     problems: list[str] = []
     with zf:
         members = [m for m in zf.infolist() if not m.is_dir()]
         declared = sum(m.file_size for m in members)
         if len(members) > budget.files_left or declared > budget.bytes_left:
-            return [f"the zip holds {len(members):,} files, {declared:,} bytes unpacked: more "
-                    f"than {budget.why} may hold ({budget.limits()}); nothing was unpacked"]
+            return [Say("the zip holds {files} files, {size} bytes unpacked: more than {what} "
+                        "may hold ({limits}); nothing was unpacked", files=f"{len(members):,}",
+                        size=f"{declared:,}", what=budget.why, limits=budget.limits())]
         root = dest.resolve()
         for member in members:
             rel = _member_path(member.filename)
             if rel is None:
-                problems.append(f"{member.filename!r}: refused (absolute path or '..')")
+                problems.append(Say("{name}: refused (absolute path or '..')",
+                                    name=repr(member.filename)))
                 continue
             if stat.S_ISLNK(member.external_attr >> 16):
-                problems.append(f"{member.filename!r}: refused (a symbolic link)")
+                problems.append(Say("{name}: refused (a symbolic link)",
+                                    name=repr(member.filename)))
                 continue
             target = root / rel
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 if not is_inside(target.parent.resolve(), [root]):
-                    problems.append(f"{member.filename!r}: refused (leads outside)")
+                    problems.append(Say("{name}: refused (leads outside)",
+                                        name=repr(member.filename)))
                     continue
                 budget.files_left -= 1
                 with zf.open(member) as src, open(target, "wb") as out:
                     while chunk := src.read(2**20):
                         budget.bytes_left -= len(chunk)
                         if budget.bytes_left < 0:  # sizes in the zip's directory can lie
-                            raise ValueError("the zip unpacks to more than it declares")
+                            raise ValueError(N_("the zip unpacks to more than it declares"))
                         out.write(chunk)
             except ValueError as exc:
                 target.unlink(missing_ok=True)
-                problems.append(f"{member.filename!r}: {exc}; unpacking stopped")
+                problems.append(Say("{name}: {error}; unpacking stopped",
+                                    name=repr(member.filename), error=message_of(exc)))
                 break
             except (OSError, zipfile.BadZipFile, RuntimeError) as exc:
                 target.unlink(missing_ok=True)  # no partial file stays
-                problems.append(f"{member.filename!r}: cannot be unpacked ({exc})")
+                problems.append(Say("{name}: cannot be unpacked ({error})",
+                                    name=repr(member.filename), error=str(exc)))
     return problems
 
 
@@ -260,13 +270,15 @@ def save_upload(name: str, data: bytes, dest: Path,
         return extract_zip(data, dest, budget)
     base = PurePosixPath(name.replace("\\", "/")).name
     if not base or base.startswith(".") or "\x00" in base:
-        return [f"{name!r}: refused (not a plain file name)"]
+        return [Say("{name}: refused (not a plain file name)", name=repr(name))]
     if (problem := budget.take(len(data))) is not None:
-        return [f"{name!r}: refused ({problem}; {budget.limits()})"]
+        return [Say("{name}: refused ({problem}; {limits})", name=repr(name), problem=problem,
+                    limits=budget.limits())]
     try:
         (dest / base).write_bytes(data)
     except OSError as exc:
-        return [f"{name!r}: cannot be saved ({exc.strerror or exc})"]
+        return [Say("{name}: cannot be saved ({error})", name=repr(name),
+                    error=exc.strerror or str(exc))]
     return []
 
 

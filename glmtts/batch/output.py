@@ -30,6 +30,7 @@ import numpy as np
 from glmtts.audio import wav_bytes
 from glmtts.batch.tasks import BatchInputError
 from glmtts.errors import GlmTtsError
+from glmtts.say import Say
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,8 @@ class Manifest:
             self._fh.flush()
             os.fsync(self._fh.fileno())
         except OSError as exc:
-            raise BatchOutputError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+            raise BatchOutputError(Say("cannot write {path}: {error}", path=str(self.path),
+                                       error=exc.strerror or str(exc))) from exc
 
     def close(self) -> None:
         if self._fh is not None:
@@ -196,14 +198,16 @@ class OutputLock:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as exc:
-            raise BatchInputError(f"cannot write to the output folder {self.path.parent}: "
-                                  f"{exc.strerror or exc}") from None
+            raise BatchInputError(Say("cannot write to the output folder {folder}: {error}",
+                                      folder=str(self.path.parent),
+                                      error=exc.strerror or str(exc))) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            raise BatchInputError(f"another batch is running in {self.path.parent}; wait for "
-                                  f"it to finish or choose another output folder") from None
+            raise BatchInputError(Say("another batch is running in {folder}; wait for it to "
+                                      "finish or choose another output folder",
+                                      folder=str(self.path.parent))) from None
         self._fd = fd
 
     def release(self) -> None:
@@ -222,12 +226,14 @@ def prepare_folder(folder: str | Path) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
-        raise BatchInputError(f"the output path {path} exists and is not a folder") from None
+        raise BatchInputError(Say("the output path {path} exists and is not a folder",
+                                  path=str(path))) from None
     except OSError as exc:
-        raise BatchInputError(f"cannot create the output folder {path}: "
-                              f"{exc.strerror or exc}") from None
+        raise BatchInputError(Say("cannot create the output folder {path}: {error}",
+                                  path=str(path), error=exc.strerror or str(exc))) from None
     if not path.is_dir():
-        raise BatchInputError(f"the output path {path} exists and is not a folder")
+        raise BatchInputError(Say("the output path {path} exists and is not a folder",
+                                  path=str(path)))
     return path.resolve()
 
 

@@ -35,6 +35,7 @@ from glmtts.batch.output import (
 from glmtts.batch.tasks import BatchInputError, BatchPlan, BatchTask, InvalidLine
 from glmtts.errors import GlmTtsError, OutOfMemoryError
 from glmtts.outcome import SynthesisOutcome
+from glmtts.say import Say, message_of
 from glmtts.session import SynthesisSession
 from monitoring.records import peak_figure
 
@@ -241,22 +242,24 @@ class BatchRunner:
         try:
             manifest = Manifest(folder)
             if manifest.exists() and not self.resume:
-                raise BatchInputError(f"{folder} already holds a batch ({manifest.path.name}); "
-                                      f"resume it (--resume) or choose another output folder")
+                raise BatchInputError(Say("{folder} already holds a batch ({file}); resume it "
+                                          "(--resume) or choose another output folder",
+                                          folder=str(folder), file=manifest.path.name))
             removed = clean_temp_files(folder)
             if removed:
-                self.messages.append(f"removed {len(removed)} unfinished WAV(s) of an "
-                                     f"interrupted run")
+                self.messages.append(Say("removed {count} unfinished WAV(s) of an interrupted "
+                                         "run", count=len(removed)))
             if self.resume:
                 self._earlier = latest_entries(read_manifest(manifest.path))
             cut = manifest.open()
             if cut:
-                self.messages.append(f"cut off a torn last manifest line ({cut} bytes) of an "
-                                     f"interrupted run")
+                self.messages.append(Say("cut off a torn last manifest line ({size} bytes) of "
+                                         "an interrupted run", size=cut))
         except OSError as exc:
             lock.release()
-            raise BatchInputError(f"cannot use the output folder {folder}: "
-                                  f"{exc.strerror or exc}") from None
+            raise BatchInputError(Say("cannot use the output folder {folder}: {error}",
+                                      folder=str(folder),
+                                      error=exc.strerror or str(exc))) from None
         except BaseException:
             lock.release()
             raise
@@ -265,7 +268,8 @@ class BatchRunner:
         self._rate.pending_chars = sum(len(t.request.text) for t in pending)
         done = len(self.plan.tasks) - len(pending)
         if done:
-            self.messages.append(f"{done} line(s) already done in an earlier run")
+            self.messages.append(Say("{count} line(s) already done in an earlier run",
+                                     count=done))
         self._t0 = time.perf_counter()
         return self
 
@@ -340,10 +344,10 @@ class BatchRunner:
             session = self._session_for(task)
             outcome = session.synthesize(task.request)
         except OutOfMemoryError as exc:  # the session's cleanup and retry did not help
-            return LineResult(status="failed", reason=str(exc), attempts=2,
+            return LineResult(status="failed", reason=message_of(exc), attempts=2,
                               wall_s=time.perf_counter() - t0, **base)
         except GlmTtsError as exc:  # bad voice, device, request the engine refuses
-            return LineResult(status="failed", reason=str(exc), attempts=1,
+            return LineResult(status="failed", reason=message_of(exc), attempts=1,
                               wall_s=time.perf_counter() - t0, **base)
         except Exception as exc:  # one line's bug must not stop the batch; logged, recorded
             log.exception("line %d (%s) failed", task.line, task.uttid)
@@ -361,7 +365,8 @@ class BatchRunner:
             write_wav_atomic(self.output / task.wav_name, result.audio, result.sample_rate)
         except OSError as exc:
             return LineResult(status="failed", wall_s=time.perf_counter() - t0,
-                              reason=f"cannot write {task.wav_name}: {exc.strerror or exc}",
+                              reason=Say("cannot write {file}: {error}", file=task.wav_name,
+                                         error=exc.strerror or str(exc)),
                               **base, **measured)
         return LineResult(status="ok", wav=task.wav_name, wall_s=time.perf_counter() - t0,
                           **base, **measured)

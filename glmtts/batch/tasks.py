@@ -25,6 +25,7 @@ from glmtts.engines import DEFAULT_ENGINE
 from glmtts.engines.base import Engine
 from glmtts.errors import GlmTtsError, InvalidRequestError
 from glmtts.request import MAX_TEXT_CHARS, SynthesisRequest
+from glmtts.say import N_, Listing, Say, message_of
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ class InvalidLine:
 
     @property
     def reason(self) -> str:
-        return "; ".join(self.reasons)
+        return Say("{reasons}", reasons=Listing(self.reasons, "; "))
 
 
 @dataclass(frozen=True)
@@ -183,16 +184,16 @@ def resolve_inside(value: str, folders: Sequence[Path]) -> Path:
             outside every folder.
     """
     if "\x00" in value:
-        raise InvalidRequestError("path", "it contains a NUL character")
+        raise InvalidRequestError("path", N_("it contains a NUL character"))
     if value.startswith(("/", "\\")) or PureWindowsPath(value).drive:
-        raise InvalidRequestError("path", "absolute paths are refused: give a path relative to "
-                                          "the JSONL's folder")
+        raise InvalidRequestError("path", N_("absolute paths are refused: give a path relative "
+                                             "to the JSONL's folder"))
     rel = PurePosixPath(value.replace("\\", "/"))
     if ".." in rel.parts:
-        raise InvalidRequestError("path", "'..' is refused: the file must be inside the "
-                                          "JSONL's folder (or the uploaded files)")
+        raise InvalidRequestError("path", N_("'..' is refused: the file must be inside the "
+                                             "JSONL's folder (or the uploaded files)"))
     if not folders:
-        raise InvalidRequestError("path", "no folder is allowed for reference audio")
+        raise InvalidRequestError("path", N_("no folder is allowed for reference audio"))
     for folder in folders:
         candidate = folder / rel
         try:
@@ -200,13 +201,14 @@ def resolve_inside(value: str, folders: Sequence[Path]) -> Path:
                 continue
             resolved = candidate.resolve(strict=True)
         except (OSError, RuntimeError, ValueError) as exc:  # loop, name too long, bad char
-            raise InvalidRequestError("path", f"it cannot be resolved ({exc})") from None
+            raise InvalidRequestError("path", Say("it cannot be resolved ({error})",
+                                                  error=str(exc))) from None
         if not is_inside(resolved, folders):
-            raise InvalidRequestError("path", "it is a link leading outside the allowed "
-                                              "folders")
+            raise InvalidRequestError("path", N_("it is a link leading outside the allowed "
+                                                 "folders"))
         return resolved
     where = " or ".join(str(f) for f in folders)
-    raise InvalidRequestError("path", f"not found in {where}")
+    raise InvalidRequestError("path", Say("not found in {where}", where=where))
 
 
 def check_audio(path: Path) -> float:
@@ -218,9 +220,9 @@ def check_audio(path: Path) -> float:
     try:
         info = check_header(path, max_s=MAX_PROMPT_SECONDS)
     except ReferenceAudioError as exc:
-        raise InvalidRequestError("path", str(exc)) from None
+        raise InvalidRequestError("path", message_of(exc)) from None
     if not info.frames:
-        raise InvalidRequestError("path", "it holds no audio")
+        raise InvalidRequestError("path", N_("it holds no audio"))
     return info.frames / info.samplerate
 
 
@@ -273,12 +275,14 @@ def load_tasks(path: str | Path, *, extra_folders: Sequence[Path] = (),
     try:
         data = path.read_bytes()
     except IsADirectoryError:
-        raise BatchInputError(f"{path} is a folder, not a JSONL file") from None
+        raise BatchInputError(Say("{path} is a folder, not a JSONL file",
+                                  path=str(path))) from None
     except FileNotFoundError:
-        raise BatchInputError(f"the tasks file {path} does not exist") from None
+        raise BatchInputError(Say("the tasks file {path} does not exist",
+                                  path=str(path))) from None
     except OSError as exc:
-        raise BatchInputError(f"cannot read the tasks file {path}: "
-                              f"{exc.strerror or exc}") from None
+        raise BatchInputError(Say("cannot read the tasks file {path}: {error}", path=str(path),
+                                  error=exc.strerror or str(exc))) from None
     return parse_tasks(data, folders=[path.resolve().parent, *extra_folders], engine=engine,
                        engines=engines, source=path)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from glmtts.engines.base import Capabilities, Engine
 from glmtts.errors import UnknownEngineError
+from glmtts.say import Say
 
 #: name -> "module:class"
 _REGISTRY: dict[str, str] = {
@@ -15,6 +16,28 @@ _REGISTRY: dict[str, str] = {
     "twin": "glmtts.engines.twin:TwinEngine",
 }
 DEFAULT_ENGINE = "piper"
+#: name -> "module:function" saying why the engine cannot run here (None when it can), from a
+#: module that does not import the engine's model code (torch: ~1.5 s), or None for an engine
+#: that runs anywhere. Each answers what the engine class's ``unavailable_reason`` answers
+#: (a test checks it): the app lists every engine on its first page without loading them.
+_AVAILABILITY: dict[str, str | None] = {
+    "piper": None,
+    "glm-tts": "glmtts.engines.glm_tts.checkout:engine_problem",
+    "twin": None,
+}
+
+#: Registered engines whose constructor takes ``dtype`` (a test checks it against the classes).
+_TAKES_DTYPE = frozenset({"glm-tts", "twin"})
+
+
+def takes_dtype(name: str) -> bool:
+    """Whether the engine ``name`` has a precision option, without importing its model code
+    for a registered engine."""
+    if name in _REGISTRY:
+        return name in _TAKES_DTYPE
+    import inspect
+
+    return "dtype" in inspect.signature(engine_class(name).__init__).parameters
 
 
 def engine_names() -> list[str]:
@@ -40,15 +63,27 @@ def engine_class(name: str) -> type[Engine]:
             return found
         raise UnknownEngineError(f"{name!r} is not an engine class")
     if target is None:
-        raise UnknownEngineError(f"unknown engine {name!r}; available: "
-                                 f"{', '.join(engine_names())}")
+        raise UnknownEngineError(Say("unknown engine {name}; available: {names}",
+                                     name=repr(name), names=", ".join(engine_names())))
     module, cls = target.split(":")
     return getattr(importlib.import_module(module), cls)
 
 
+def engine_problem(name: str) -> str | None:
+    """Why the engine ``name`` cannot run here (None when it can), importing its model code
+    only for an engine not listed in :data:`_AVAILABILITY`."""
+    if name not in _AVAILABILITY:
+        return engine_class(name).unavailable_reason()
+    target = _AVAILABILITY[name]
+    if target is None:
+        return None
+    module, func = target.split(":")
+    return getattr(importlib.import_module(module), func)()
+
+
 def engine_status() -> dict[str, str | None]:
     """Every engine name -> why it cannot run here (None when it can)."""
-    return {name: engine_class(name).unavailable_reason() for name in engine_names()}
+    return {name: engine_problem(name) for name in engine_names()}
 
 
 def create_engine(name: str = DEFAULT_ENGINE, **options: Any) -> Engine:
@@ -61,4 +96,4 @@ def create_engine(name: str = DEFAULT_ENGINE, **options: Any) -> Engine:
 
 
 __all__ = ["DEFAULT_ENGINE", "Capabilities", "Engine", "create_engine", "engine_class",
-           "engine_names", "engine_status"]
+           "engine_names", "engine_problem", "engine_status", "takes_dtype"]

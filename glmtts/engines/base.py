@@ -9,17 +9,12 @@ from typing import Any
 
 from glmtts.errors import EngineNotLoadedError, InvalidRequestError
 from glmtts.request import SynthesisRequest, SynthesisResult
+from glmtts.say import N_, Say  # engines mark their sentences for the catalog (glmtts.say)
 
 #: Request fields an engine may or may not honour (``text`` is always honoured).
 KNOBS = ("voice", "reference_audio", "sample_rate", "use_kv_cache", "seed", "sampling_method",
          "speed")
 
-
-
-def N_(message: str) -> str:
-    """Mark an engine's sentence for the app's message catalog (engines import no monitoring;
-    the UI and the policy translate it where they show it, see :mod:`monitoring.i18n`)."""
-    return message
 
 
 @dataclass(frozen=True)
@@ -199,9 +194,9 @@ class Engine(ABC):
         caps = self.capabilities
         if request.sample_rate is not None and request.sample_rate not in caps.sample_rates:
             rates = ", ".join(str(r) for r in caps.sample_rates)
-            raise InvalidRequestError(
-                "sample_rate", f"{self.name} cannot produce {request.sample_rate} Hz; "
-                               f"choose one of {rates}")
+            raise InvalidRequestError("sample_rate", Say(
+                "{engine} cannot produce {rate} Hz; choose one of {rates}", engine=self.name,
+                rate=request.sample_rate, rates=rates))
 
     def synthesize(self, request: SynthesisRequest) -> SynthesisResult:
         """Speak ``request.text``.

@@ -38,6 +38,7 @@ from glmtts.errors import (
     WorkerStartError,
     WorkerTimeoutError,
 )
+from glmtts.say import Say
 from glmtts.worker.protocol import (
     Closed,
     ProtocolError,
@@ -78,11 +79,13 @@ def interpreter_problem(python: str | os.PathLike[str]) -> str | None:
     """Why ``python`` cannot start a worker (one line), or None (checked without running it)."""
     path = Path(python).expanduser()
     if not path.exists():
-        return f"the worker's interpreter {path} does not exist (set GLMTTS_PYTHON)"
+        return Say("the worker's interpreter {path} does not exist (set GLMTTS_PYTHON)",
+                   path=str(path))
     if path.is_dir():
-        return f"the worker's interpreter {path} is a folder, not a Python executable"
+        return Say("the worker's interpreter {path} is a folder, not a Python executable",
+                   path=str(path))
     if not os.access(path, os.X_OK):
-        return f"the worker's interpreter {path} is not executable"
+        return Say("the worker's interpreter {path} is not executable", path=str(path))
     return None
 
 
@@ -145,8 +148,9 @@ class WorkerProcess:
                 cwd=str(WORKER_MAIN.parents[2]), start_new_session=True)
         except OSError as exc:
             ours.close()
-            raise WorkerStartError(f"cannot run the worker's interpreter {self.python}: "
-                                   f"{exc.strerror or exc}") from None
+            raise WorkerStartError(Say("cannot run the worker's interpreter {python}: {error}",
+                                       python=self.python,
+                                       error=exc.strerror or str(exc))) from None
         finally:
             theirs.close()
         self.sock = ours
@@ -165,13 +169,14 @@ class WorkerProcess:
             header, _ = read_frame(self.sock)
         except TimeoutError:
             self.kill()
-            raise WorkerStartError(f"the worker ({self.python}) did not start within "
-                                   f"{timeout_s:.0f} s{self._words()}") from None
+            raise WorkerStartError(Say("the worker ({python}) did not start within {seconds} "
+                                       "s{words}", python=self.python,
+                                       seconds=f"{timeout_s:.0f}", words=self._words())) from None
         except Closed:
             code = self.process.wait(timeout=10)
-            raise WorkerStartError(
-                f"the worker's interpreter {self.python} exited with code {code} before it "
-                f"started{self._words()}") from None
+            raise WorkerStartError(Say(
+                "the worker's interpreter {python} exited with code {code} before it "
+                "started{words}", python=self.python, code=code, words=self._words())) from None
         except ProtocolError as exc:
             self.kill()
             raise WorkerProtocolError(f"the worker ({self.python}) does not speak this app's "
@@ -310,4 +315,4 @@ class WorkerProcess:
     def _words(self) -> str:
         time.sleep(0.05)  # let the output thread read what the process wrote last
         words = [w for w in list(self.last_words) if w.strip()][-3:]
-        return f"; its last words: {' | '.join(words)}" if words else ""
+        return Say("; its last words: {words}", words=" | ".join(words)) if words else ""

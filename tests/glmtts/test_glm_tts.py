@@ -89,7 +89,7 @@ def no_leaks(tmp_path: Path):
 @pytest.fixture
 def cpu_upstream(monkeypatch: pytest.MonkeyPatch) -> None:
     """The stand-in runs on the CPU and imports none of upstream's dependencies."""
-    monkeypatch.setattr(engine_mod, "REQUIRES_CUDA", False)
+    monkeypatch.setattr(checkout_mod, "REQUIRES_CUDA", False)
     monkeypatch.setattr(checkout_mod, "UPSTREAM_PACKAGES", {})
 
 
@@ -199,7 +199,7 @@ def test_one_vocoder_is_enough(tmp_path: Path, cpu_upstream: None) -> None:
 
 
 def test_missing_python_packages_are_named(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine_mod, "REQUIRES_CUDA", False)
+    monkeypatch.setattr(checkout_mod, "REQUIRES_CUDA", False)
     monkeypatch.setattr(checkout_mod, "UPSTREAM_PACKAGES",
                         {"numpy": "numpy", "surely_absent_module_xyz": "surely-absent"})
     reason = GlmTtsEngine.unavailable_reason_for(home)

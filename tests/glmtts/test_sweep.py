@@ -75,6 +75,9 @@ def test_every_point_is_a_tracked_event(twin_sweep) -> None:
     assert len(store.events(kind="load")) == 1
     assert (frame["figure"] == "host_rss").all()
     assert (frame["peak_bytes"] > frame["model_bytes"] * 0.5).all()
+    # every point counts from the same loaded state plus its own peak: what earlier points
+    # left behind (host RSS grows a little with each) does not raise later points' needs
+    assert (frame["peak_bytes"] - frame["peak_delta_bytes"]).nunique() == 1
     assert frame["predicted_peak_bytes"].notna().all()
     assert (frame["sample_rate"] == 32000).all()
     assert [s[0] for s in seen] == [0, 1, 2, 3, 4] and seen[-1][2] is None

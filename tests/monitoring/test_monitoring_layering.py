@@ -72,3 +72,28 @@ def test_monitoring_names_no_tts() -> None:
                 if re.search(rf"(?<![a-z]){re.escape(word)}(?![a-z])", line.lower()):
                     found.append(f"{path.relative_to(root.parent)}:{number}: {word}")
     assert not found, "\n".join(found)
+
+
+def test_a_module_still_being_imported_reads_as_not_imported(tmp_path: Path,
+                                                             monkeypatch) -> None:
+    """While one thread imports torch, another (the sampler) must not get the half-built module
+    (it has no ``torch.cuda`` yet): ``imported`` answers None until the import has finished."""
+    import sys
+
+    from monitoring.imported import imported
+
+    (tmp_path / "halfbuilt_probe_mod.py").write_text(
+        "from monitoring.imported import imported\n"
+        "import sys\n"
+        "SEEN_IN_MODULES = 'halfbuilt_probe_mod' in sys.modules\n"
+        "DURING = imported('halfbuilt_probe_mod')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert imported("halfbuilt_probe_mod") is None
+    import halfbuilt_probe_mod  # type: ignore[import-not-found]
+
+    try:
+        assert halfbuilt_probe_mod.SEEN_IN_MODULES  # sys.modules held it during its import...
+        assert halfbuilt_probe_mod.DURING is None  # ...and it read as not imported yet
+        assert imported("halfbuilt_probe_mod") is halfbuilt_probe_mod
+    finally:
+        sys.modules.pop("halfbuilt_probe_mod", None)

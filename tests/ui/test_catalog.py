@@ -3,6 +3,7 @@ Python's own gettext (monitoring.i18n compiles the .po in memory)."""
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import re
 import string
@@ -15,8 +16,8 @@ from monitoring.i18n import _, ngettext, parse_po, po_path, speaking
 
 ROOT = Path(__file__).resolve().parents[2]
 HAN = re.compile(r"[\u4e00-\u9fff]")
-#: Words a translation keeps as they are.
-NAMES = {"GPUs", "NVML", "Python", "torch"}
+#: Words a translation keeps as they are (names, units).
+NAMES = {"GPUs", "NVML", "Python", "torch", "MiB"}
 
 
 def _update_catalog():
@@ -93,3 +94,60 @@ def test_the_policy_speaks_the_language_of_its_context() -> None:
     with speaking("zh"):
         assert rec.summary == "建议轻度清理：x。轻度清理可归还旧配置缓存的内存。"
     assert rec.summary.startswith("light cleanup advised: ")
+
+
+def _calls(name: str):
+    """Every call of ``name`` in the catalog's sources, with where it is."""
+    catalog = _update_catalog()
+    for path in catalog.source_files():
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == name:
+                yield f"{path.relative_to(ROOT)}:{node.lineno}", node
+
+
+def test_every_sentence_of_the_tts_side_is_in_the_catalog() -> None:
+    """The TTS side's sentences with values (``Say``) are found by their literal template: a
+    template built at run time would never be translated."""
+    calls = [(where, node) for where, node in _calls("Say")
+             if not where.startswith(("glmtts/say.py", "monitoring/i18n.py"))]  # unpickling
+    assert len(calls) > 100  # errors, request notes, reference audio, batch, sweep
+    for where, node in calls:
+        first = node.args[0] if node.args else None
+        assert isinstance(first, ast.Constant) and isinstance(first.value, str), where
+
+
+def test_the_tts_side_speaks_english_and_the_ui_says_it_in_chinese(tmp_path) -> None:
+    """Errors and notes stay English as ``str`` (CLI, service JSON, event store) and are said
+    in the reader's language by ``say``: nested sentences, lists and exceptions included."""
+    from glmtts.batch.tasks import parse_tasks
+    from glmtts.errors import InvalidRequestError
+    from glmtts.reference_audio import ReferenceAudioError, load_reference
+    from glmtts.request import SynthesisRequest
+    from monitoring.i18n import say
+
+    with pytest.raises(InvalidRequestError) as info:
+        SynthesisRequest(text="x" * 6000, seed=1)
+    assert str(info.value) == ("the text has 6,000 characters; the limit is 5,000 per request: "
+                               "split it or use batch synthesis")
+    with speaking("zh"):
+        assert say(info.value) == ("文本有 6,000 个字符，每个请求的上限是 5,000：请拆分文本或使用"
+                                   "批量合成")
+        assert say(SynthesisRequest(text="a\x01b").notes[0]) == "已删除 1 个控制字符"
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    with pytest.raises(ReferenceAudioError) as ref:
+        load_reference(empty)
+    assert str(ref.value) == "the reference recording empty.wav is empty (0 bytes)"
+    with speaking("zh"):
+        assert say(ref.value) == "参考录音 empty.wav 是空的（0 字节）"
+    # a batch line with two problems: each said, joined the reader's way
+    plan = parse_tasks(b'{"uttid": 5.5, "syn_text": ""}\n', folders=[tmp_path])
+    (bad,) = plan.invalid
+    assert bad.reason == ("uttid must be a string or a whole number, not a number; syn_text: "
+                          "the text is empty: type something to speak")
+    with speaking("zh"):
+        assert say(bad.reason) == ("uttid 必须是字符串或整数，而不是数字；"
+                                   "syn_text：文本为空：请输入要朗读的内容")
+    assert say(bad.reason) == bad.reason  # in English, as it was built
+    assert say(None) == "" and say("not in the catalog") == "not in the catalog"

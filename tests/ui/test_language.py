@@ -60,3 +60,18 @@ def test_the_choice_holds_on_every_page(app) -> None:
         assert not app.exception, (page, app.exception)
         assert app.title[0].value == title
         assert app.selectbox(key="ui_language").value == "zh"
+
+
+def test_errors_and_notes_of_the_tts_side_are_said_in_chinese(app) -> None:
+    """The request's refusal and its clean-up note are built in English by glmtts (the CLI
+    and the service return them as they are); the page says them in the chosen language."""
+    app.selectbox(key="ui_language").set_value("zh").run()
+    app.text_area(key="text").set_value("  !!! 🎉 ")
+    app.button(key="synthesize").click().run()
+    assert not app.exception
+    assert [e.value for e in app.error] == [
+        "没有可朗读的内容：文本中没有字母或数字（只有标点、符号或表情）"]
+    app.text_area(key="text").set_value("Hello\x07 there.")
+    app.button(key="synthesize").click().run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    assert "已删除 1 个控制字符" in [i.value for i in app.info]

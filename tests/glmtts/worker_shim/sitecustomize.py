@@ -10,8 +10,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.a
 if os.environ.get("GLMTTS_TEST_STANDIN") == "1":
     sys.path.insert(0, ROOT)
     import glmtts.engines.glm_tts.checkout as _checkout
-    import glmtts.engines.glm_tts.engine as _engine
 
-    _engine.REQUIRES_CUDA = False
+    _checkout.REQUIRES_CUDA = False
     _checkout.UPSTREAM_PACKAGES = {}
     sys.path.remove(ROOT)
