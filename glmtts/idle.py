@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
-from monitoring.i18n import N_
+from glmtts.say import N_
 
 log = logging.getLogger(__name__)
 

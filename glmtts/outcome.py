@@ -65,3 +65,18 @@ def freed_text(result: CleanupResult) -> tuple[str, ...]:
              (result.host_rss_freed_bytes, N_("host RSS"))]
     return tuple(Say("{size} MiB {what}", size=f"{v / 2**20:.1f}", what=name)
                  for v, name in parts if v is not None) or (N_("an unmeasured amount"),)
+
+
+def oom_recovery(error: object, freed: CleanupResult, lighter: bool,
+                 error2: object | None = None) -> Say:
+    """The out-of-memory recovery in words: the first error, what the full cleanup freed, how
+    the retry ran, and its end (``error2``: it ran out of memory again)."""
+    told = {"error": error, "freed": freed_text(freed), "seconds": f"{freed.duration_s:.2f}",
+            "change": N_("with the KV cache off") if lighter else N_("unchanged")}
+    if error2 is not None:
+        return Say("Out of memory on the first attempt ({error}). A full cleanup freed {freed} "
+                   "in {seconds} s; the retry ran {change} and ran out of memory again "
+                   "({error2}). Shorten the text or free memory held by other processes.",
+                   error2=error2, **told)
+    return Say("Out of memory on the first attempt ({error}). A full cleanup freed {freed} in "
+               "{seconds} s; the retry ran {change} and succeeded.", **told)

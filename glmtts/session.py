@@ -20,7 +20,7 @@ from glmtts.auto_precision import load_features, session_decide
 from glmtts.engines import DEFAULT_ENGINE, create_engine
 from glmtts.engines.base import Engine
 from glmtts.errors import GlmTtsError, OutOfMemoryError, is_out_of_memory
-from glmtts.outcome import CleanupOption, SynthesisOutcome, freed_text
+from glmtts.outcome import CleanupOption, SynthesisOutcome, oom_recovery
 from glmtts.registry import device_lock, register, unregister
 from glmtts.request import SynthesisRequest, SynthesisResult
 from glmtts.say import Say
@@ -294,19 +294,10 @@ class SynthesisSession:
                 load = load or reload
                 result, record, error2 = self._attempt(used, retry_of=record.event_id)
                 attempts.append(record)
-                told = {"error": error, "freed": freed_text(freed),
-                        "seconds": f"{freed.duration_s:.2f}",
-                        "change": N_("with the KV cache off") if used is not request
-                        else N_("unchanged")}
                 if error2 is not None:
-                    raise OutOfMemoryError(Say(
-                        "Out of memory on the first attempt ({error}). A full cleanup freed "
-                        "{freed} in {seconds} s; the retry ran {change} and ran out of memory "
-                        "again ({error2}). Shorten the text or free memory held by other "
-                        "processes.", error2=error2, **told))
-                recovery = Say("Out of memory on the first attempt ({error}). A full cleanup "
-                               "freed {freed} in {seconds} s; the retry ran {change} and "
-                               "succeeded.", **told)
+                    raise OutOfMemoryError(oom_recovery(error, freed, used is not request,
+                                                        error2))
+                recovery = oom_recovery(error, freed, used is not request)
         assert result is not None
         self.synthesis_count += 1
         self.last = SynthesisOutcome(result, record, load, waited, tuple(attempts), recovery,

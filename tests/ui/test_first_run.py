@@ -22,7 +22,7 @@ first = dict(exception=[str(e.value) for e in at.exception],
              rates=at.selectbox(key='sample_rate').options)
 at.button(key='synthesize').click().run()
 after = dict(exception=[str(e.value) for e in at.exception], torch='torch' in sys.modules,
-             audio=len(at.get('audio')))
+             audio=len([a for a in at.get('audio') if not a.proto.autoplay]))  # whole file
 from ui.state import app_resources
 app_resources().sampler.stop()
 print(json.dumps([first, after]))
