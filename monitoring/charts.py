@@ -219,6 +219,22 @@ def primary_figure(frame: pd.DataFrame) -> str:
     return "host_rss"
 
 
+def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+    """About ``count`` ticks covering ``[lo, hi]`` at a step of 1, 2 or 5 times a power of ten
+    (400, 420, 440, ... rather than 430.3, 451.1, ...)."""
+    import math
+
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return []
+    if hi <= lo:
+        lo, hi = lo - 1, hi + 1
+    raw = (hi - lo) / max(1, count)
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first = math.floor(lo / step) * step
+    return [round(first + i * step, 9) for i in range(math.ceil((hi - first) / step) + 1)]
+
+
 def growth_figure(events: pd.DataFrame, max_points: int = 600) -> go.Figure:
     """The growth curve: level after each synthesis, with retained and peak deltas as bars."""
     frame = growth_frame(events)
@@ -241,9 +257,16 @@ def growth_figure(events: pd.DataFrame, max_points: int = 600) -> go.Figure:
                                  line={"color": "#2a9d8f"}, yaxis="y2"))
         if name == "host_rss":  # on a CPU: RSS split into live malloc blocks and free memory
             _heap_lines(fig, frame, max_points)
+        levels = pd.Series([v for t in fig.data if t.yaxis == "y2" and t.y is not None
+                            for v in t.y],
+                           dtype=float).dropna()
+        ticks = nice_ticks(float(levels.min()), float(levels.max())) if len(levels) else []
+        fine = len(ticks) > 1 and ticks[1] - ticks[0] < 1
         fig.update_layout(yaxis2={"overlaying": "y", "side": "right",
-                                  "title": _("level, MiB"), "tickformat": ",.0f",
-                                  "nticks": 6})
+                                  "title": _("level, MiB"), "tickformat": ",.1f" if fine
+                                  else ",.0f",
+                                  "tickmode": "array", "tickvals": ticks,
+                                  "range": [ticks[0], ticks[-1]] if ticks else None})
     fig.update_layout(barmode="group", xaxis_title=_("synthesis # in this browser session"),
                       yaxis_title=_("change, MiB"), yaxis={"tickformat": ",.0f"},
                       height=340, margin={"l": 10, "r": 10, "t": 30, "b": 10},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pandas as pd
 
 from monitoring import charts
@@ -62,6 +64,18 @@ def test_growth_frame_and_figure() -> None:
     fig = charts.growth_figure(events).to_dict()
     assert fig["layout"]["meta"]["figure"] == "host_rss"
     assert len(fig["data"]) == 3
+
+
+def test_growth_level_axis_has_round_ticks_that_cover_the_line() -> None:
+    events = _events(7, leak_per_step=7)  # levels 607.0 ... 649.0 MiB: no round numbers
+    axis = charts.growth_figure(events).to_dict()["layout"]["yaxis2"]
+    ticks = axis["tickvals"]
+    step = ticks[1] - ticks[0]
+    assert step in (1, 2, 5, 10, 20, 50) and 3 <= len(ticks) <= 8
+    assert all(t % step == 0 for t in ticks)
+    assert all(b - a == step for a, b in itertools.pairwise(ticks))
+    assert ticks[0] <= 607 and ticks[-1] >= 649 and axis["range"] == [ticks[0], ticks[-1]]
+    assert charts.nice_ticks(759.3, 804.2) == [750, 760, 770, 780, 790, 800, 810]
 
 
 def test_growth_figure_bounded_for_many_events() -> None:
