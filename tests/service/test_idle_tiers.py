@@ -5,26 +5,16 @@ request is in flight (checked by the events' order in the store, not by timing).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
 from monitoring import open_store
+from tests.waiting import wait_for as _wait_for
 
 #: A text that keeps one synthesis running well past every tier (about 30 sentences).
 LONG = " ".join(f"This is sentence number {i} of a text that takes a while to speak."
                 for i in range(30))
-
-
-def _wait_for(predicate, timeout_s: float = 60.0, every_s: float = 0.2):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(every_s)
-    raise AssertionError("the condition did not come true in time")
 
 
 def _events(service, kind: str):

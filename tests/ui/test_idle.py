@@ -7,26 +7,15 @@ waits are bounded (60 s); the test takes about 15 s here."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
+from tests.waiting import wait_for as _wait_for
 from ui.idle import last_line
 from ui.state import app_resources
 
 #: Several sentences: one synthesis that runs for a while (the tiers are 1, 2 and 3 s).
 LONG = " ".join(f"This is sentence number {i} of a text that takes a while to speak."
                 for i in range(8))
-
-
-def _wait_for(predicate, timeout_s: float = 60.0, every_s: float = 0.2):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(every_s)
-    raise AssertionError("the condition did not come true in time")
 
 
 def _idle_cleanups():
