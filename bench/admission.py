@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -65,7 +64,7 @@ import psutil
 
 from bench._texts import LONG as _LONG
 from bench._texts import MEDIUM, SHORT
-from bench.service_overhead import start_service
+from bench.service_overhead import start_service, stop_service
 from service.admission import parse_size
 
 MIB = 2**20
@@ -192,11 +191,7 @@ def _warm(side: Side) -> None:
 
 def _stop(side: Side) -> None:
     side.client.close()
-    side.proc.send_signal(signal.SIGTERM)
-    try:
-        side.proc.wait(15)
-    except subprocess.TimeoutExpired:
-        side.proc.kill()
+    stop_service(side.proc)
 
 
 def main() -> None:

@@ -66,6 +66,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop_service(proc: subprocess.Popen) -> None:
+    """SIGTERM (the service's clean shutdown), then a kill if it has not ended in 15 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def start_service(folder: Path, threads: int, extra: Sequence[str] = ()
                   ) -> tuple[subprocess.Popen, str]:
     """A ``serve --cpu --preload`` process on a free loopback port (its own store in
@@ -157,11 +166,7 @@ def main() -> None:
             session.close()
             sampler.stop()
             store.close()
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_service(proc)
     print(f"workload: piper on CPU ({args.threads} torch thread(s) per side), "
           f"{len(args.text)} characters -> {audio_s:.2f} s of audio; {args.reps} interleaved "
           f"pairs after {args.warmup} warm-up runs per side")

@@ -32,10 +32,9 @@ from glmtts.request import SynthesisRequest
 
 
 def rss_mb() -> float:
-    with open("/proc/self/statm", encoding="ascii") as fh:
-        import os
+    from monitoring.release import rss_bytes
 
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    return (rss_bytes() or 0) / 1e6
 
 
 def anon_mb() -> float:
@@ -50,15 +49,9 @@ def parts() -> str:
     """What the RSS is made of now (MB): file-backed, anonymous, and the C heap's share."""
     from monitoring import heap
 
-    status = {}
-    with open("/proc/self/status", encoding="ascii") as fh:
-        for line in fh:
-            key, _, value = line.partition(":")
-            if key in ("RssAnon", "RssFile"):
-                status[key] = int(value.split()[0]) * 1024 / 1e6
     figures = heap.read()
-    text = (f"file-backed {status.get('RssFile', 0):.0f} MB, anonymous "
-            f"{status.get('RssAnon', 0):.0f} MB")
+    anon = anon_mb()
+    text = f"file-backed {rss_mb() - anon:.0f} MB, anonymous {anon:.0f} MB"
     if figures is not None:
         held = figures.releasable_bytes
         text += (f" (C heap: {figures.in_use_bytes / 1e6:.0f} MB in live blocks, "

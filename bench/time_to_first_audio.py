@@ -21,9 +21,7 @@ Last line: ``ratio: X`` = median time to first streamed audio / median time to t
 from __future__ import annotations
 
 import argparse
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 import httpx
 
 from bench._texts import LONG
-from bench.service_overhead import start_service
+from bench.service_overhead import start_service, stop_service
 
 
 def main() -> None:
@@ -86,11 +84,7 @@ def main() -> None:
                     sizes.add(size)
         finally:
             client.close()
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_service(proc)
     if len(sizes) != 1:
         raise SystemExit(f"the two sides sent different audio: {sorted(sizes)} bytes")
     audio_s = sizes.pop() / 2 / 24000

@@ -184,21 +184,20 @@ class IdleTiers:
         self._busy = busy
         self.on_release = on_release
         self._lock = threading.Lock()  # short sections only: never held while releasing
-        self.tracker = self._wrap()
+        self._wrap()
         self._since = time.monotonic()
         self._period = self._start()
         self.fired: list[dict[str, Any]] = []  # this idle period's tiers
         self.history: list[dict[str, Any]] = []  # every tier run, newest last (bounded)
 
     # ------------------------------------------------------------------ wiring
-    def _wrap(self) -> IdleTracker:
+    def _wrap(self) -> None:
         tracker = self.session.tracker
         if not isinstance(tracker, IdleTracker):
             tracker = IdleTracker(tracker, self._returned)
             self.session.tracker = tracker
         tracker.on_marked = self._returned
         self.tracker = tracker
-        return tracker
 
     def set_tiers(self, tiers: tuple[float, ...]) -> None:
         """Use other tiers from now on (a change starts a new idle period).

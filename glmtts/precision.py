@@ -25,6 +25,7 @@ peak and the policy's margin.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,8 +97,10 @@ def _mkldnn(probe: str) -> bool:
         return False
 
 
+@functools.cache
 def device_facts(device: str) -> DeviceFacts:
-    """Read :class:`DeviceFacts` of ``device`` (``cpu``, ``cuda``, ``cuda:N``) from torch."""
+    """Read :class:`DeviceFacts` of ``device`` (``cpu``, ``cuda``, ``cuda:N``) from torch (once
+    per process: the app asks on every rerun)."""
     import torch
 
     if not device.startswith("cuda"):

@@ -23,11 +23,10 @@ from glmtts.errors import GlmTtsError, OutOfMemoryError, is_out_of_memory
 from glmtts.outcome import CleanupOption, SynthesisOutcome, oom_recovery
 from glmtts.registry import device_lock, register, unregister
 from glmtts.request import SynthesisRequest, SynthesisResult
-from glmtts.say import Say
+from glmtts.say import N_, Say
 from glmtts.worker.engine import WorkerEngine, isolated_by_default
 from monitoring import Probes, Sampler, Store, Tracker, cleanup, default_probes
 from monitoring.cleanup import CleanupResult
-from monitoring.i18n import N_
 from monitoring.imported import imported_torch
 from monitoring.policy import (
     HistoryEvent,

@@ -37,6 +37,7 @@ from typing import Any
 
 from glmtts.cancel import Cancelled
 from glmtts.errors import GlmTtsError
+from monitoring.units import fmt_bytes
 
 #: Predicted demand of a request before the session has any usable history (2 GiB: above what
 #: the embedded voice or the twin needs on a CPU; GLM-TTS on a GPU is learnt after one request).
@@ -74,10 +75,6 @@ class Ticket:
     admitted_at: float | None = None
 
 
-def _mib(n: float | None) -> str:
-    return "unknown" if n is None else f"{n / 2**20:,.1f} MiB"
-
-
 class Admission:
     """The admission controller of one service.
 
@@ -103,7 +100,6 @@ class Admission:
         self.max_admitted = 0
         self.admitted_total = 0
         self.refused_total = 0
-        self.last_budget: tuple[int | None, str] = (None, "not read yet")
         self._closed = False
         #: ``time.monotonic()`` of the last admission or end of a synthesis (idle release).
         self.last_activity = time.monotonic()
@@ -113,18 +109,15 @@ class Admission:
         """The budget now and where it comes from (``free``, ``explicit`` or both)."""
         free = self._free()
         if self.explicit_budget is not None and (free is None or self.explicit_budget <= free):
-            found = (self.explicit_budget, "explicit (--memory-budget)")
-        elif free is not None:
-            found = (free, "free memory on the device" + (
-                " (below --memory-budget)" if self.explicit_budget is not None else ""))
-        else:
-            found = (None, "free memory unknown and no --memory-budget: no limit")
-        self.last_budget = found
-        return found
+            return self.explicit_budget, "explicit (--memory-budget)"
+        if free is not None:
+            return free, "free memory on the device" + (
+                " (below --memory-budget)" if self.explicit_budget is not None else "")
+        return None, "free memory unknown and no --memory-budget: no limit"
 
     @property
     def admitted_bytes(self) -> int:
-        with self._cond:
+        with self._cond:  # a re-entrant lock: callers may hold it already
             return sum(t.prediction.bytes for t in self._running)
 
     @property
@@ -167,19 +160,18 @@ class Admission:
     def state(self) -> dict[str, Any]:
         """The figures ``/v1/memory`` shows."""
         budget, source = self.budget()
+        median = self.median_duration_s()
         with self._cond:
-            admitted = sum(t.prediction.bytes for t in self._running)
             return {
                 "budget_bytes": budget, "budget_source": source,
                 "explicit_budget_bytes": self.explicit_budget,
-                "admitted_bytes": admitted, "admitted": len(self._running),
+                "admitted_bytes": self.admitted_bytes, "admitted": len(self._running),
                 "queued": len(self._queue),
                 "capacity": self.capacity, "capacity_reason": self.capacity_reason,
                 "max_admitted_bytes": self.max_admitted_bytes,
                 "max_admitted": self.max_admitted,
                 "admitted_total": self.admitted_total, "refused_total": self.refused_total,
-                "median_duration_s": (round(statistics.median(self._durations), 4)
-                                      if self._durations else None),
+                "median_duration_s": round(median, 4) if median is not None else None,
             }
 
     # ------------------------------------------------------------------ admission
@@ -188,8 +180,7 @@ class Admission:
             return False
         if not self._running:
             return True  # checked against the budget alone on arrival
-        admitted = sum(t.prediction.bytes for t in self._running)
-        return budget is None or admitted + ticket.prediction.bytes <= budget
+        return budget is None or self.admitted_bytes + ticket.prediction.bytes <= budget
 
     def _refuse_if_too_big(self, prediction: Prediction) -> None:
         budget, source = self.budget()
@@ -198,9 +189,8 @@ class Admission:
             # request runs alone (nothing else admitted beside it) and measures the real peak;
             # refusing it would keep a small machine from ever learning its peaks
             return
-        with self._cond:  # alone: the free memory now plus what admitted ones were granted
-            alone = budget if source.startswith("explicit") else budget + sum(
-                t.prediction.bytes for t in self._running)
+        # alone: the free memory now plus what admitted ones were granted
+        alone = budget if source.startswith("explicit") else budget + self.admitted_bytes
         if self.explicit_budget is not None:
             alone = min(alone, self.explicit_budget)
         if prediction.bytes > alone:
@@ -211,8 +201,8 @@ class Admission:
                    "the fixed estimate for a configuration with no history yet (serve "
                    "--unseen-peak)")
             raise AdmissionRefusedError(
-                f"this request's predicted peak is {_mib(prediction.bytes)} ({how}), more "
-                f"than the memory budget of {_mib(alone)} ({source}) even with nothing else "
+                f"this request's predicted peak is {fmt_bytes(prediction.bytes)} ({how}), more "
+                f"than the memory budget of {fmt_bytes(alone)} ({source}) even with nothing else "
                 f"running: shorten the text, raise --memory-budget or free memory",
                 prediction.bytes, alone)
 
@@ -241,8 +231,8 @@ class Admission:
                         ticket.admitted_at = self.last_activity = time.monotonic()
                         self.admitted_total += 1
                         self.max_admitted = max(self.max_admitted, len(self._running))
-                        self.max_admitted_bytes = max(self.max_admitted_bytes, sum(
-                            t.prediction.bytes for t in self._running))
+                        self.max_admitted_bytes = max(self.max_admitted_bytes,
+                                                      self.admitted_bytes)
                         self._cond.notify_all()  # the next one may fit too
                         break
                     if cancel is not None and cancel.is_set():

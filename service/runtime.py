@@ -105,7 +105,9 @@ class Service:
         CPU, NVML's free bytes of the GPU."""
         if self.device == "cpu":
             return self.session.tracker.probes.host.system_memory()[0]
-        return self.session.snapshot().nvml_device_free_bytes
+        # only NVML's figure: no heap walk or RAM reads (asked every 0.25 s while one waits)
+        return self.session.tracker.probes.snapshot(host_peak=False, system=False,
+                                                    heap=False).nvml_device_free_bytes
 
     def predict(self, request: SynthesisRequest) -> Prediction:
         """The request's predicted demand above the loaded model: the policy's upper bound

@@ -23,9 +23,9 @@ from typing import Any
 from glmtts.errors import GlmTtsError
 from glmtts.reference_audio import ReferenceAudioError, check_header
 
-#: A voice name: a letter or digit, then letters, digits, ``.``, ``_`` or ``-`` (64 at most).
 #: Voices a service keeps; registering one more removes the oldest.
 MAX_VOICES = 100
+#: A voice name: a letter or digit, then letters, digits, ``.``, ``_`` or ``-`` (64 at most).
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _SUFFIX = {"WAV": ".wav", "FLAC": ".flac", "OGG": ".ogg", "MP3": ".mp3"}
 

@@ -18,17 +18,14 @@ def memory_card(outcome: SynthesisOutcome, first_audio_s: float | None = None,
     b = rec.breakdown
     st.markdown(_("##### This synthesis"))
     figures = [
-        (_("host RSS"), b.host_rss, _("this process's resident memory")),
         (_("torch allocated"), b.torch_allocated, _("live tensors (torch allocator)")),
         (_("torch reserved"), b.torch_reserved, _("allocator pool: live tensors + cache")),
         (_("GPU, this process"), b.nvml_process,
          _("everything the driver charges to us (NVML)")),
+        (_("host RSS"), b.host_rss, _("this process's resident memory")),
     ]
-    # what this machine measures leads (on a CPU: host RSS); what it cannot is one line
+    # only what this machine measures is drawn (on a CPU: host RSS); the rest is one line
     present = [f for f in figures if f[1].before_bytes is not None]
-    if b.torch_reserved.before_bytes is not None or b.nvml_process.before_bytes is not None:
-        present = [f for f in present if f[1] is not b.host_rss] + [
-            f for f in present if f[1] is b.host_rss]
     missing = [f[0] for f in figures if f[1].before_bytes is None]
     for col, (name, change, help_text) in zip(st.columns(4), present, strict=False):
         col.metric(name, fmt_bytes(change.after_bytes),

@@ -69,13 +69,13 @@ def _dtype_choice() -> str:
 def _dtype_problem(session: SynthesisSession) -> str | None:
     """Why the chosen precision cannot run on the session's device (before any load)."""
     engine = session.engine
-    if engine.requested_dtype in (None, "auto"):
-        return None
+    if engine.requested_dtype in (None, "auto") or session.isolated:
+        return None  # in a worker, the worker's own torch answers when it loads
     try:
         device = engine.device or engine.resolve_device(session.device)
         return dtype_problem(engine.requested_dtype, device)
     except (GlmTtsError, RuntimeError, AssertionError):
-        return None  # the load says it (the worker's own torch answers for its GPU)
+        return None  # the load says it
 
 
 def _isolated(engine: str) -> bool:

@@ -16,7 +16,6 @@ KNOBS = ("voice", "reference_audio", "sample_rate", "use_kv_cache", "seed", "sam
          "speed")
 
 
-
 @dataclass(frozen=True)
 class Capabilities:
     """What an engine does with a request.

@@ -38,9 +38,6 @@ log = logging.getLogger(__name__)
 
 #: Parts whose weights change precision (``ckpt/`` folders).
 CAST_PARTS = ("llm", "flow")
-#: Bytes per element of each safetensors dtype name.
-_SAFETENSORS_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
-                         "I8": 1, "U8": 1, "BOOL": 1}
 
 
 def _safetensors_elements(path: Path) -> int | None:

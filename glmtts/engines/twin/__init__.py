@@ -40,7 +40,6 @@ from glmtts.engines.twin.config import (
     HOPS,
     SPEECH_CODEBOOK,
     TwinConfig,
-    torch_dtype,
 )
 from glmtts.engines.twin.estimate import MemoryEstimate, estimate_memory
 from glmtts.engines.twin.llm import AttentionCache, generate
@@ -55,7 +54,7 @@ from glmtts.engines.twin.text import (
     text_token_ids,
 )
 from glmtts.engines.weights import tensor_bytes
-from glmtts.precision import ITEMSIZE, check_choice, check_dtype
+from glmtts.precision import ITEMSIZE, check_choice, check_dtype, torch_dtype
 from glmtts.request import SynthesisRequest, SynthesisResult
 
 log = logging.getLogger(__name__)

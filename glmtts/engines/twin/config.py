@@ -27,21 +27,6 @@ BEGIN_OF_AUDIO = TEXT_VOCAB + 1
 #: Prompt audio is read at this rate for the speech tokenizer (whisper front-end).
 ENCODER_SAMPLE_RATE = 16000
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def torch_dtype(name: str) -> torch.dtype:
-    """``"fp32"`` / ``"bf16"`` / ``"fp16"`` -> the torch dtype.
-
-    Raises:
-        ValueError: another name.
-    """
-    try:
-        return DTYPES[name]
-    except KeyError:
-        raise ValueError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPES)}") from None
-
-
 @dataclass(frozen=True)
 class DecoderShape:
     """The Llama-style speech-token LLM (tied input/output embedding, no biases)."""
