@@ -37,7 +37,6 @@ from typing import Any
 
 from glmtts.cancel import Cancelled
 from glmtts.errors import GlmTtsError
-from monitoring.units import fmt_bytes
 
 #: Predicted demand of a request before the session has any usable history (2 GiB: above what
 #: the embedded voice or the twin needs on a CPU; GLM-TTS on a GPU is learnt after one request).
@@ -194,6 +193,10 @@ class Admission:
         if self.explicit_budget is not None:
             alone = min(alone, self.explicit_budget)
         if prediction.bytes > alone:
+            # here, not at the top: `glmtts synth` reads serve's options and imports nothing
+            # of monitoring (tests/glmtts/test_cold_start.py)
+            from monitoring.units import fmt_bytes
+
             with self._cond:
                 self.refused_total += 1
             how = ("the policy's upper bound from " f"{prediction.samples} earlier syntheses"
