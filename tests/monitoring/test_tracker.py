@@ -15,6 +15,9 @@ MiB = 1024**2
 
 
 def test_256_mib_tensor_peak_and_retained_after_cleanup() -> None:
+    # Trim first: earlier tests in this worker may have left freed heap that a cleanup
+    # would give back, and the figure below must be this tensor's alone.
+    cleanup.light()
     tracker = Tracker()
     with tracker.track("synthesis", "256 MiB", size_mib=256) as handle:
         tensor = torch.ones(64 * MiB, dtype=torch.float32)  # 256 MiB, every page written
@@ -28,7 +31,9 @@ def test_256_mib_tensor_peak_and_retained_after_cleanup() -> None:
     assert host.peak_delta_bytes >= 240 * MiB
     cleanup.light()
     retained = tracker.probes.host.rss_bytes() - host.before_bytes
-    assert abs(retained) <= 32 * MiB
+    # One-sided: the tensor's 256 MiB must not stay; giving back more than it took
+    # (other freed heap trimmed too) is not retention.
+    assert retained <= 32 * MiB, f"{retained / MiB:.1f} MiB still held after a light cleanup"
     assert record.features == {"size_mib": 256, "checksum": 1.0}
 
 
