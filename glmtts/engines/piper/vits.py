@@ -129,13 +129,17 @@ class HifiGanDecoder(nn.Module):
         last = len(self.ups) - 1
         for i in range(last):
             x, valid = self._stage(i, x, valid)
-        width = self.chunk + 2 * self.overlap
-        if valid <= width:
+        if valid <= self.chunk + 2 * self.overlap:
             return self._post(*self._stage(last, x, valid))
+        # As many windows as chunks of at most `chunk` steps, of equal steps (so that little
+        # is computed twice), each as wide as a bucket length (few kernel shapes).
+        n = -(-valid // self.chunk)
+        step = -(-valid // n)
+        width = min(valid, bucket_length(step + 2 * self.overlap))
         rate = self.rates[last]
         pieces = []
-        for start in range(0, valid, self.chunk):
-            end = min(start + self.chunk, valid)
+        for start in range(0, valid, step):
+            end = min(start + step, valid)
             # Every window has the same width (one kernel shape); the first and last windows
             # lean on the true signal ends instead of carrying context past them.
             lo = min(max(0, start - self.overlap), valid - width)
