@@ -7,6 +7,10 @@ ships; ours from the converted-voice cache), phonemize, synthesize, write a WAV,
     ours:  python -m glmtts synth TEXT -o ours.wav --seed 1 --cpu
     piper: piper -m VOICE.onnx -f piper.wav          (TEXT on standard input)
 
+On the CPU our CLI runs the voice on NumPy (``--runtime auto``: no torch import, see
+``glmtts/engines/piper/vits_numpy.py``); the same command with ``--runtime torch`` is run and
+printed too ("torch" row, not in the ratio), so the cost of importing torch stays visible.
+
 Each side gets one warm-up run first (it fills our voice cache, kept in a temporary
 ``$GLMTTS_CACHE_DIR``, and brings both sides' files into the page cache); then the runs
 alternate (ours, piper, piper, ours, ...), so load from other processes hits both alike. Each
@@ -76,10 +80,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="cold-start-") as tmp:
         out = Path(tmp)
         env = {**os.environ, "GLMTTS_CACHE_DIR": str(out / "cache")}
+        ours = [sys.executable, "-m", "glmtts", "synth", TEXT, "-o", str(out / "ours.wav"),
+                "--seed", "1", "--cpu"]
         sides = {
-            "ours": ([sys.executable, "-m", "glmtts", "synth", TEXT, "-o",
-                      str(out / "ours.wav"), "--seed", "1", "--cpu"], None),
+            "ours": (ours, None),
             "piper": ([str(piper), "-m", str(voice), "-f", str(out / "piper.wav")], TEXT + "\n"),
+            "torch": ([*ours[:6], str(out / "torch.wav"), *ours[7:], "--runtime", "torch"], None),
         }
         for name, (cmd, stdin) in sides.items():
             wall, rss = run(cmd, env, stdin)

@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="GLM-TTS token sampling (default ras)")
     synth.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU exists")
     synth.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    synth.add_argument("--runtime", choices=("auto", "torch", "numpy"), default="auto",
+                       help="what runs the piper voice: auto (numpy on the CPU for a text of "
+                            "up to 400 characters: no torch import, about 1.5 s sooner; torch "
+                            "otherwise), torch or numpy")
     add_engine_arguments(synth)
     batch = sub.add_parser("batch", help="speak every line of a JSONL file (upstream GLM-TTS "
                                          "fields) into WAVs and a manifest")
@@ -178,6 +182,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         raise UsageError(f"-o {args.output} is a folder: give a file name, e.g. "
                          f"{args.output / 'out.wav'}")
     options = engine_options(args)
+    options.update(_runtime_option(args, len(text)))
     request = SynthesisRequest(
         text=text, voice=args.voice, sample_rate=args.sample_rate, seed=args.seed,
         speed=1.0 if args.speed is None else args.speed, reference_audio=args.reference,
@@ -214,6 +219,30 @@ def cmd_synth(args: argparse.Namespace) -> int:
     print(f"duration {result.duration_s:.2f} s, wall {result.wall_s:.2f} s "
           f"(load {load_s:.2f} s), real-time factor {result.rtf:.3f}")
     return 0
+
+
+#: ``--runtime auto`` runs numpy up to this many characters: importing torch costs about
+#: 1.7 s here, and numpy takes about 3.6 ms per character more than torch (measured with
+#: bench/cold_start.py and the runtimes' test texts, 2026-12-01).
+NUMPY_MAX_CHARS = 400
+
+
+def _runtime_option(args: argparse.Namespace, chars: int) -> dict[str, object]:
+    """``synth``'s ``--runtime`` as an engine option: ``auto`` picks numpy for an engine that
+    has it, in process, on the CPU, for a text of at most :data:`NUMPY_MAX_CHARS` characters
+    (where importing torch would cost more than the synthesis gains from it)."""
+    import inspect
+
+    from glmtts.engines import engine_class
+
+    takes = "runtime" in inspect.signature(engine_class(args.engine).__init__).parameters
+    if args.runtime != "auto":
+        if not takes:
+            raise UsageError(f"--runtime: the {args.engine} engine does not take it")
+        return {"runtime": args.runtime}
+    on_cpu = args.cpu or args.device.strip().lower() == "cpu"
+    short = chars <= NUMPY_MAX_CHARS
+    return {"runtime": "numpy"} if takes and on_cpu and short and not _isolated(args) else {}
 
 
 def precision_lines(engine: object, device: str, choice: object) -> list[str]:

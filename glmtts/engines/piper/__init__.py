@@ -26,7 +26,7 @@ from glmtts.cancel import checkpoint
 from glmtts.device import resolve_device
 from glmtts.engines.base import N_, Capabilities, Engine
 from glmtts.engines.piper import phonemes
-from glmtts.errors import InvalidRequestError, VoiceError
+from glmtts.errors import DeviceUnavailableError, InvalidRequestError, VoiceError
 from glmtts.request import SynthesisRequest, SynthesisResult
 from glmtts.say import Say
 from glmtts.stream import emit
@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # the model's modules import torch: loaded with the model, no
     import torch
 
     from glmtts.engines.piper.vits import VitsConfig, VitsVoice
+    from glmtts.engines.piper.vits_numpy import NumpyVits
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ SENTENCE_PAUSE_S = 0.3
 #: Output rates besides the voice's own: GLM-TTS's two rates.
 EXTRA_SAMPLE_RATES = (24000, 32000)
 DEFAULT_VOICE_NAME = "en_US-joe-medium"
+RUNTIMES = ("torch", "numpy")
 
 
 def default_voice_path() -> Path:
@@ -125,19 +127,29 @@ class PiperEngine(Engine):
         voice: Voice name or ``.onnx`` path; None for the packaged default voice.
         noise_scale: Override of the voice's sampling noise (0 = deterministic mean).
         noise_w: Override of the duration noise (0 = deterministic durations).
+        cache: Keep and reuse the converted weights (see :mod:`.cache`).
+        runtime: ``torch`` (the default: CPU or CUDA, measured like every engine) or
+            ``numpy`` (CPU only, no torch import: what a one-off ``glmtts synth --cpu`` uses;
+            see :mod:`.vits_numpy`). Both give the same audio for the same seed, to within
+            float rounding.
     """
 
     name = "piper"
 
     def __init__(self, voice: str | Path | None = None, noise_scale: float | None = None,
-                 noise_w: float | None = None, cache: bool = True) -> None:
+                 noise_w: float | None = None, cache: bool = True,
+                 runtime: str = "torch") -> None:
         super().__init__()
+        if runtime not in RUNTIMES:
+            raise ValueError(f"unknown runtime {runtime!r}; choose {' or '.join(RUNTIMES)}")
+        self.runtime = runtime
         self.cache = bool(cache)
         self.voice_path = resolve_voice(voice)
         self.config = VoiceConfig.read(self.voice_path.with_name(self.voice_path.name + ".json"))
         self.noise_scale = self.config.noise_scale if noise_scale is None else noise_scale
         self.noise_w = self.config.noise_w if noise_w is None else noise_w
         self._model: VitsVoice | None = None
+        self._numpy: NumpyVits | None = None
 
     @property
     def voice_name(self) -> str:
@@ -163,23 +175,53 @@ class PiperEngine(Engine):
         )
 
     def load(self, device: str = "auto") -> None:
-        if self._model is not None:
+        if self._model is not None or self._numpy is not None:
             return
+        target = resolve_device(device)
+        if self.runtime == "numpy":
+            self._load_numpy(target)
+        else:
+            self._model = self._load_torch(target)
+        self._device = target
+
+    def _load_numpy(self, target: str) -> None:
+        from glmtts.engines.piper import cache as voice_cache
+        from glmtts.engines.piper.vits_numpy import NumpyVits, arrays_from_state
+
+        if target != "cpu":
+            raise DeviceUnavailableError(Say("the numpy runtime runs on the CPU only, not on "
+                                             "{device}", device=target))
+        cached = voice_cache.load_arrays(self.voice_path) if self.cache else None
+        if cached is None:  # once per voice file: through the torch weights
+            model = self._load_torch("cpu")
+            cfg, arrays = model.cfg, arrays_from_state(model.state_dict())
+            if self.cache:
+                voice_cache.save_arrays(self.voice_path, cfg, arrays)
+        else:
+            cfg, arrays = cached
+        self._check_symbols(cfg)
+        self._numpy = NumpyVits(cfg, arrays)
+        log.info("loaded %s on cpu with numpy (%d parameters)", self.voice_name,
+                 sum(a.size for a in arrays.values()))
+
+    def _check_symbols(self, cfg: VitsConfig) -> None:
+        if cfg.num_symbols != self.config.num_symbols:
+            raise VoiceError(Say("the voice config says {config} symbols but the model has "
+                                 "{model}: config and model do not match",
+                                 config=self.config.num_symbols, model=cfg.num_symbols))
+
+    def _load_torch(self, target: str) -> VitsVoice:
         import torch
 
         from glmtts.engines.piper import cache as voice_cache
         from glmtts.engines.piper.vits import VitsVoice
 
-        target = resolve_device(device)
         cached = voice_cache.load(self.voice_path) if self.cache else None
         if cached is not None:  # no ONNX file, no onnx package: our own weights, mmapped
             cfg, state = cached
         else:
             cfg, state = self._convert()
-        if cfg.num_symbols != self.config.num_symbols:
-            raise VoiceError(Say("the voice config says {config} symbols but the model has "
-                                 "{model}: config and model do not match",
-                                 config=self.config.num_symbols, model=cfg.num_symbols))
+        self._check_symbols(cfg)
         model = VitsVoice.for_weights(cfg)  # every weight is assigned next
         model.load_state_dict(state, assign=True)
         model.requires_grad_(False).eval()
@@ -191,10 +233,9 @@ class PiperEngine(Engine):
             model.dec.to(memory_format=torch.channels_last)
             if self.cache:
                 voice_cache.save(self.voice_path, cfg, model.state_dict())
-        self._model = model.to(target)
-        self._device = target
         log.info("loaded %s on %s (%d parameters)", self.voice_name, target,
                  sum(p.numel() for p in model.parameters()))
+        return model.to(target)
 
     def _convert(self) -> tuple[VitsConfig, dict[str, torch.Tensor]]:
         """Read the ONNX voice into our weights (imports ``onnx``: done once per voice file
@@ -214,9 +255,12 @@ class PiperEngine(Engine):
 
     def unload(self) -> None:
         self._model = None
+        self._numpy = None
         self._device = None
 
     def model_bytes(self) -> int | None:
+        if self._numpy is not None:
+            return sum(a.nbytes for a in self._numpy.w.values())
         if self._model is None:
             return None
         from glmtts.engines.weights import tensor_bytes
@@ -231,9 +275,8 @@ class PiperEngine(Engine):
                                                    voice=self.voice_name, wanted=request.voice))
 
     def _synthesize(self, request: SynthesisRequest) -> SynthesisResult:
-        assert self._model is not None and self._device is not None
-        import torch
-
+        assert self._device is not None
+        assert self._model is not None or self._numpy is not None
         t0 = time.perf_counter()
         sents = phonemes.sentences(request.text, self.config.espeak_voice, self.config.id_map)
         if not sents:
@@ -241,33 +284,29 @@ class PiperEngine(Engine):
                                                  "text"))
         t1 = time.perf_counter()
         seed = request.seed if request.seed is not None else random.randrange(2**31)
-        gen = torch.Generator(device=self._device)
-        gen.manual_seed(seed)
+        rng = np.random.default_rng(seed)
         native = self.config.sample_rate
         rate = request.sample_rate or native
         chunks: list[np.ndarray] = []
         resample_s = 0.0
-        with torch.inference_mode():
-            for done, sent in enumerate(sents):
-                checkpoint(done, len(sents))  # a cancelled synthesis stops here
-                ids = torch.tensor([sent.ids], dtype=torch.long, device=self._device)
-                wav = self._model(ids, noise_scale=self.noise_scale,
-                                  length_scale=self.config.length_scale / request.speed,
-                                  noise_w=self.noise_w, generator=gen)
-                if rate != native:
-                    tr = time.perf_counter()
-                    wav = resample(wav, native, rate)
-                    resample_s += time.perf_counter() - tr
-                chunks.append(wav.float().cpu().numpy())
-                pause = np.zeros(round(SENTENCE_PAUSE_S * rate) if done else 0, np.float32)
-                emit(np.concatenate([pause, chunks[-1]]), rate, done,  # the pause before it
-                     total=len(sents))
+        for done, sent in enumerate(sents):
+            checkpoint(done, len(sents))  # a cancelled synthesis stops here
+            wav = self._sentence(sent.ids, rng, self.config.length_scale / request.speed)
+            if rate != native:
+                tr = time.perf_counter()
+                wav = _resample(wav, native, rate)
+                resample_s += time.perf_counter() - tr
+            chunks.append(wav)
+            pause = np.zeros(round(SENTENCE_PAUSE_S * rate) if done else 0, np.float32)
+            emit(np.concatenate([pause, chunks[-1]]), rate, done,  # the pause before it
+                 total=len(sents))
         t2 = time.perf_counter()
         audio = join_with_pauses(chunks, [SENTENCE_PAUSE_S] * len(chunks), rate)
         wall = time.perf_counter() - t0
         unknown = sorted({u for s in sents for u in s.unknown})
         meta: dict[str, Any] = {
             "engine": self.name, "voice": self.voice_name, "device": self._device,
+            "runtime": self.runtime,
             "seed": seed, "sentences": len(sents), "phoneme_ids": sum(len(s.ids) for s in sents),
             "native_sample_rate": native, "notes": list(request.notes),
         }
@@ -278,3 +317,23 @@ class PiperEngine(Engine):
             timings={"phonemize": t1 - t0, "acoustic": t2 - t1 - resample_s,
                      "resample": resample_s},
         )
+
+    def _sentence(self, ids: list[int], rng: np.random.Generator, length_scale: float
+                  ) -> np.ndarray:
+        """One sentence's float32 audio at the native rate, on the loaded runtime."""
+        if self._numpy is not None:
+            return self._numpy(ids, rng, self.noise_scale, length_scale, self.noise_w)
+        import torch
+
+        assert self._model is not None
+        with torch.inference_mode():
+            wav = self._model(torch.tensor([ids], dtype=torch.long, device=self._device),
+                              noise_scale=self.noise_scale, length_scale=length_scale,
+                              noise_w=self.noise_w, rng=rng)
+            return wav.float().cpu().numpy()
+
+
+def _resample(audio: np.ndarray, native: int, rate: int) -> np.ndarray:
+    import torch
+
+    return resample(torch.from_numpy(audio), native, rate).numpy()

@@ -9,21 +9,29 @@ an entry never serves another file's weights.
 Location: ``$GLMTTS_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/glmtts`` (``~/.cache/glmtts``),
 subfolder ``voices``. Deleting the folder is always safe. ``--no-cache`` (or
 ``PiperEngine(cache=False)``) bypasses it.
+
+Beside each torch entry, the NumPy runtime (:mod:`glmtts.engines.piper.vits_numpy`, which
+``glmtts synth --cpu`` uses) keeps the same weights as an uncompressed ``.npz`` file, read
+without importing torch; it is written from the torch weights the first time it is missing.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
 
 from glmtts.engines.piper.vits_config import VitsConfig
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +51,12 @@ def cache_root() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "glmtts"
 
 
-def _entry(voice: Path) -> tuple[Path, os.stat_result]:
+def _entry(voice: Path, suffix: str = ".pt") -> tuple[Path, os.stat_result]:
     st = voice.stat()
     key = hashlib.sha256(f"{voice.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
     # The format is in the name: programs of two formats sharing a cache keep an entry each.
-    return cache_root() / "voices" / f"{voice.stem}-{key.hexdigest()[:16]}-f{FORMAT}.pt", st
+    name = f"{voice.stem}-{key.hexdigest()[:16]}-f{FORMAT}{suffix}"
+    return cache_root() / "voices" / name, st
 
 
 def _file_hash(path: Path) -> str:
@@ -61,6 +70,8 @@ def _file_hash(path: Path) -> str:
 def load(voice: Path) -> tuple[VitsConfig, dict[str, torch.Tensor]] | None:
     """The cached weights of ``voice`` (memory-mapped), or None when there are none (or they
     are unreadable, of another format, or of another file)."""
+    import torch
+
     try:
         entry, st = _entry(voice)
         if not entry.is_file():
@@ -84,6 +95,8 @@ def _tuples(value: Any) -> Any:
 
 def _dense(t: torch.Tensor) -> torch.Tensor:
     """``t`` as saved: its own layout when dense (channels-last stays so), else contiguous."""
+    import torch
+
     if t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last):
         return t
     return t.contiguous()
@@ -98,11 +111,55 @@ def save(voice: Path, config: VitsConfig, state: dict[str, torch.Tensor]) -> Pat
         payload = {"format": FORMAT, "size": st.st_size, "sha256": _file_hash(voice),
                    "config": dataclasses.asdict(config),
                    "state": {k: _dense(v) for k, v in state.items()}}
-        fd, tmp = tempfile.mkstemp(dir=entry.parent, suffix=".tmp")
+        import torch
+
+        return _write(entry, lambda fh: torch.save(payload, fh))
+    except OSError as exc:
+        log.warning("cannot keep the converted voice in %s: %s", cache_root(), exc)
+        return None
+
+
+def _write(entry: Path, write: Any) -> Path:
+    """Write ``entry`` atomically: ``write(file)`` into a temporary file, then renamed."""
+    fd, tmp = tempfile.mkstemp(dir=entry.parent, suffix=".tmp")
+    try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
+            write(fh)
         os.replace(tmp, entry)
-        return entry
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return entry
+
+
+def load_arrays(voice: Path) -> tuple[VitsConfig, dict[str, np.ndarray]] | None:
+    """The NumPy runtime's weights of ``voice`` (see the module doc), or None when there are
+    none or they are unusable."""
+    try:
+        entry, st = _entry(voice, ".npz")
+        if not entry.is_file():
+            return None
+        with np.load(entry, allow_pickle=False) as data:
+            meta = json.loads(str(data["__meta__"]))
+            if meta.get("format") != FORMAT or meta.get("size") != st.st_size:
+                return None
+            arrays = {name: data[name] for name in data.files if name != "__meta__"}
+        config = {name: _tuples(value) for name, value in meta["config"].items()}
+        return VitsConfig(**config), arrays
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.info("NumPy voice cache entry for %s unusable, writing it again: %s", voice, exc)
+        return None
+
+
+def save_arrays(voice: Path, config: VitsConfig, arrays: dict[str, np.ndarray]) -> Path | None:
+    """Keep the NumPy runtime's weights of ``voice`` (atomically); None when the cache folder
+    is not writable (logged, never fatal)."""
+    try:
+        entry, st = _entry(voice, ".npz")
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        meta = json.dumps({"format": FORMAT, "size": st.st_size, "sha256": _file_hash(voice),
+                           "config": dataclasses.asdict(config)})
+        return _write(entry, lambda fh: np.savez(fh, __meta__=np.array(meta), **arrays))
     except OSError as exc:
         log.warning("cannot keep the converted voice in %s: %s", cache_root(), exc)
         return None

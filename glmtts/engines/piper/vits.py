@@ -12,6 +12,7 @@ Learning for End-to-End Text-to-Speech"), sized for a Piper "medium" voice by :c
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -160,6 +161,13 @@ class _SkipInit(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
+def _normal(rng: np.random.Generator, shape: tuple[int, ...], like: torch.Tensor
+            ) -> torch.Tensor:
+    """Standard normal float32 draws from ``rng``, as a tensor on ``like``'s device."""
+    draws = torch.from_numpy(rng.standard_normal(shape, dtype=np.float32))
+    return draws.to(device=like.device, dtype=like.dtype)
+
+
 # --------------------------------------------------------------------------- the whole voice
 class VitsVoice(nn.Module):
     """Phoneme ids -> waveform for one sentence (batch 1).
@@ -187,25 +195,28 @@ class VitsVoice(nn.Module):
             return cls(cfg)
 
     def durations(self, ids: torch.Tensor, noise_w: float, length_scale: float,
-                  generator: torch.Generator | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Encode ``ids`` ``(1, t)``; return prior mean, log-scale and integer frame counts."""
         x, m, logs = self.enc_p(ids)
-        noise = torch.randn(1, 2, x.shape[-1], generator=generator, device=x.device,
-                            dtype=x.dtype) * noise_w
+        noise = _normal(rng, (1, 2, x.shape[-1]), x) * noise_w
         logw = self.dp(x, noise)
         frames = torch.ceil(torch.exp(logw) * length_scale)[0, 0].long()
         return m, logs, frames
 
     def forward(self, ids: torch.Tensor, noise_scale: float = 0.667, length_scale: float = 1.0,
-                noise_w: float = 0.8, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Synthesize one sentence; returns float audio ``(samples,)`` in [-1, 1]."""
-        m, logs, frames = self.durations(ids, noise_w, length_scale, generator)
+                noise_w: float = 0.8, rng: np.random.Generator | None = None) -> torch.Tensor:
+        """Synthesize one sentence; returns float audio ``(samples,)`` in [-1, 1].
+
+        The noise comes from ``rng`` (NumPy's, so that :mod:`~glmtts.engines.piper.vits_numpy`
+        draws the same numbers for the same seed): the durations' first, then the prior's.
+        """
+        rng = np.random.default_rng() if rng is None else rng
+        m, logs, frames = self.durations(ids, noise_w, length_scale, rng)
         if int(frames.sum()) < 1:
             frames = torch.ones_like(frames)
         m = torch.repeat_interleave(m, frames, dim=2)
         logs = torch.repeat_interleave(logs, frames, dim=2)
-        eps = torch.randn(m.shape, generator=generator, device=m.device, dtype=m.dtype)
+        eps = _normal(rng, tuple(m.shape), m)
         z = m + eps * torch.exp(logs) * noise_scale
         valid = z.shape[-1]
         if self.bucketing:
