@@ -12,6 +12,7 @@ from torch.nn import functional as F
 from glmtts.engines.piper.vits_config import VitsConfig
 from glmtts.engines.piper.vits_layers import (
     ChannelNorm,
+    GemmConv1d,
     _same_conv,
     _same_conv2d,
     _zero_tail,
@@ -27,7 +28,7 @@ class DilatedSeparableConvs(nn.Module):
         self.convs_sep = nn.ModuleList(
             _same_conv(channels, channels, kernel, dilation=kernel**i, groups=channels)
             for i in range(n_layers))
-        self.convs_1x1 = nn.ModuleList(nn.Conv1d(channels, channels, 1) for _ in range(n_layers))
+        self.convs_1x1 = nn.ModuleList(GemmConv1d(channels, channels, 1) for _ in range(n_layers))
         self.norms_1 = nn.ModuleList(ChannelNorm(channels) for _ in range(n_layers))
         self.norms_2 = nn.ModuleList(ChannelNorm(channels) for _ in range(n_layers))
 
@@ -95,9 +96,9 @@ class SplineCouplingFlow(nn.Module):
         self.bins = bins
         self.tail = tail
         self.filter_channels = filter_channels
-        self.pre = nn.Conv1d(1, filter_channels, 1)
+        self.pre = GemmConv1d(1, filter_channels, 1)
         self.convs = DilatedSeparableConvs(filter_channels, kernel, 3)
-        self.proj = nn.Conv1d(filter_channels, 3 * bins - 1, 1)
+        self.proj = GemmConv1d(filter_channels, 3 * bins - 1, 1)
 
     def inverse(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         z0, z1 = z[:, :1], z[:, 1:]
@@ -128,9 +129,9 @@ class StochasticDurationPredictor(nn.Module):
     def __init__(self, cfg: VitsConfig) -> None:
         super().__init__()
         c = cfg.dp_filter
-        self.pre = nn.Conv1d(cfg.hidden, c, 1)
+        self.pre = GemmConv1d(cfg.hidden, c, 1)
         self.convs = DilatedSeparableConvs(c, cfg.dp_kernel, 3)
-        self.proj = nn.Conv1d(c, c, 1)
+        self.proj = GemmConv1d(c, c, 1)
         # Training layout: [affine, (spline, flip) * n]; inference skips the first spline flow,
         # whose output channel is discarded, so only odd indices >= 3 hold weights.
         flows: dict[str, nn.Module] = {"0": AffineFlow()}

@@ -26,10 +26,41 @@ class ChannelNorm(nn.Module):
         return y.transpose(1, 2)
 
 
+class GemmConv1d(nn.Conv1d):
+    """A "same" convolution of a batch-1 ``(1, C, T)`` tensor as one matrix product (the
+    weight times the input's ``k`` shifted copies stacked), for the text encoder and the
+    duration predictor.
+
+    They run at the raw phoneme count, and torch's CPU convolution (oneDNN) creates and keeps
+    kernels for every new input length: most of what its caches held after a few hundred
+    sentences came from these layers. A matrix product keeps nothing per shape, and is as
+    fast here. Depth-wise convolutions (``groups == channels``) are ``k`` multiply-adds.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] != 1 or self.stride != (1,) or self.padding_mode != "zeros":
+            return super().forward(x)
+        w, (d,), (p,) = self.weight, self.dilation, self.padding
+        k, (cin, t) = w.shape[-1], x.shape[1:]
+        xp = F.pad(x[0], (p, p)) if p else x[0]
+        if self.groups == cin == w.shape[0] and w.shape[1] == 1:
+            y = xp[:, :t] * w[:, :, 0]
+            for j in range(1, k):
+                y = y.addcmul_(xp[:, j * d: j * d + t], w[:, :, j])
+            return (y if self.bias is None else y.add_(self.bias[:, None]))[None]
+        if self.groups != 1 or 2 * p != d * (k - 1):
+            return super().forward(x)
+        cols = xp if k == 1 else xp.as_strided((cin, k, t), (xp.stride(0), d * xp.stride(1),
+                                                             xp.stride(1))).reshape(cin * k, t)
+        wm = w.reshape(w.shape[0], cin * k)
+        y = wm @ cols if self.bias is None else torch.addmm(self.bias[:, None], wm, cols)
+        return y[None]
+
+
 def _same_conv(cin: int, cout: int, k: int, dilation: int = 1, groups: int = 1,
                bias: bool = True) -> nn.Conv1d:
-    return nn.Conv1d(cin, cout, k, dilation=dilation, padding=dilation * (k - 1) // 2,
-                     groups=groups, bias=bias)
+    return GemmConv1d(cin, cout, k, dilation=dilation, padding=dilation * (k - 1) // 2,
+                      groups=groups, bias=bias)
 
 
 def _zero_tail(x: torch.Tensor, valid: int) -> torch.Tensor:
@@ -66,10 +97,10 @@ class RelativeAttention(nn.Module):
         self.n_heads = n_heads
         self.head_dim = channels // n_heads
         self.window = window
-        self.conv_q = nn.Conv1d(channels, channels, 1)
-        self.conv_k = nn.Conv1d(channels, channels, 1)
-        self.conv_v = nn.Conv1d(channels, channels, 1)
-        self.conv_o = nn.Conv1d(channels, channels, 1)
+        self.conv_q = GemmConv1d(channels, channels, 1)
+        self.conv_k = GemmConv1d(channels, channels, 1)
+        self.conv_v = GemmConv1d(channels, channels, 1)
+        self.conv_o = GemmConv1d(channels, channels, 1)
         span = 2 * window + 1
         self.emb_rel_k = nn.Parameter(torch.zeros(1, span, self.head_dim))
         self.emb_rel_v = nn.Parameter(torch.zeros(1, span, self.head_dim))
@@ -142,7 +173,7 @@ class TextEncoder(nn.Module):
         self.hidden = cfg.hidden
         self.emb = nn.Embedding(cfg.num_symbols, cfg.hidden)
         self.encoder = TransformerEncoder(cfg)
-        self.proj = nn.Conv1d(cfg.hidden, 2 * cfg.inter_channels, 1)
+        self.proj = GemmConv1d(cfg.hidden, 2 * cfg.inter_channels, 1)
 
     def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = (self.emb(ids) * math.sqrt(self.hidden)).transpose(1, 2)
