@@ -15,7 +15,9 @@ from glmtts.engines.piper.vits_layers import (
     GemmConv1d,
     _same_conv,
     _same_conv2d,
-    _zero_tail,
+    as_time_major,
+    from_time_major,
+    time_major_conv,
 )
 
 
@@ -154,8 +156,8 @@ class StochasticDurationPredictor(nn.Module):
 class GatedResidualStack(nn.Module):
     """WaveNet-style stack of gated (tanh x sigmoid) convolutions with skip outputs.
 
-    Works on ``(1, C, 1, T)`` channels-last tensors (see :class:`HifiGanDecoder`); inputs past
-    ``valid`` are zeroed before every convolution wider than one step.
+    Works on time-major ``(T, C)`` signals (see :func:`time_major_conv`); rows past ``valid``
+    are zeroed before every convolution wider than one step.
     """
 
     def __init__(self, hidden: int, kernel: int, n_layers: int) -> None:
@@ -170,12 +172,15 @@ class GatedResidualStack(nn.Module):
     def forward(self, x: torch.Tensor, valid: int) -> torch.Tensor:
         skip = None
         last = len(self.in_layers) - 1
+        h = self.hidden
         for i, (conv, rs) in enumerate(zip(self.in_layers, self.res_skip_layers, strict=True)):
-            a, b = conv(_zero_tail(x, valid)).chunk(2, dim=1)
-            y = rs(torch.tanh(a) * torch.sigmoid(b))
+            if x.shape[0] > valid:
+                x[valid:] = 0
+            a = time_major_conv(conv, x)
+            y = time_major_conv(rs, torch.tanh(a[:, :h]).mul_(torch.sigmoid(a[:, h:])))
             if i < last:
-                x = x + y[:, : self.hidden]
-                y = y[:, self.hidden:]
+                x = x + y[:, :h]
+                y = y[:, h:]
             skip = y if skip is None else skip + y
         return skip
 
@@ -191,8 +196,9 @@ class MeanCoupling(nn.Module):
         self.post = nn.Conv2d(hidden, self.half, 1)
 
     def inverse(self, z: torch.Tensor, valid: int) -> torch.Tensor:
+        """``z``: time-major ``(T, C)``."""
         z0, z1 = z[:, : self.half], z[:, self.half:]
-        shift = self.post(self.enc(self.pre(z0), valid))
+        shift = time_major_conv(self.post, self.enc(time_major_conv(self.pre, z0), valid))
         return torch.cat([z0, z1 - shift], dim=1)
 
 
@@ -207,10 +213,10 @@ class CouplingFlow(nn.Module):
             for i in range(cfg.flow_layers)})
 
     def inverse(self, z: torch.Tensor, valid: int) -> torch.Tensor:
-        """Map prior samples ``(1, C, 1, T)`` to decoder latents; steps from ``valid`` on are
-        padding (their values are undefined on return)."""
+        """Map prior samples ``(1, C, 1, T)`` (channels-last) to decoder latents of the same
+        shape and layout; steps from ``valid`` on are padding (their values are undefined on
+        return)."""
+        z = as_time_major(z)
         for name in reversed(list(self.flows.keys())):
             z = self.flows[name].inverse(torch.flip(z, [1]), valid)
-        return z
-
-
+        return from_time_major(z)

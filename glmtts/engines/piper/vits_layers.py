@@ -81,6 +81,35 @@ def bucket_length(frames: int) -> int:
     return -(-frames // step) * step
 
 
+def time_major_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv`` (a ``(1, k)`` "same" 2-D convolution of :func:`_same_conv2d`, or a 1 x 1) on
+    a time-major ``(T, C_in)`` signal, as one matrix product: ``(T, C_out)``.
+
+    A ``(1, C, 1, T)`` channels-last tensor is such a signal in memory (``as_time_major``),
+    and a channels-last weight ``(out, in, 1, k)`` is an ``(out, k * in)`` matrix without a
+    copy: the coupling flow's convolutions run so about 10-20% faster than through oneDNN.
+    """
+    w = conv.weight
+    out, cin, _, k = w.shape
+    wm = w.permute(0, 2, 3, 1).reshape(out, k * cin)
+    if k > 1:
+        d, p, t = conv.dilation[1], conv.padding[1], x.shape[0]
+        xp = F.pad(x, (0, 0, p, p))
+        x = xp.as_strided((t, k, cin), (xp.stride(0), d * xp.stride(0), xp.stride(1))
+                          ).reshape(t, k * cin)
+    return x @ wm.t() if conv.bias is None else torch.addmm(conv.bias, x, wm.t())
+
+
+def as_time_major(x: torch.Tensor) -> torch.Tensor:
+    """``(1, C, 1, T)`` -> ``(T, C)`` (a view for a channels-last tensor)."""
+    return x.permute(0, 2, 3, 1).reshape(x.shape[3], x.shape[1])
+
+
+def from_time_major(x: torch.Tensor) -> torch.Tensor:
+    """``(T, C)`` -> ``(1, C, 1, T)`` channels-last (a view of a contiguous ``x``)."""
+    return x.reshape(1, 1, x.shape[0], x.shape[1]).permute(0, 3, 1, 2)
+
+
 def _same_conv2d(cin: int, cout: int, k: int, dilation: int = 1, bias: bool = True
                  ) -> nn.Conv2d:
     """A 1-D convolution stored as a ``(1, k)`` 2-D one (see :class:`HifiGanDecoder`)."""
