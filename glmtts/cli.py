@@ -214,8 +214,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
         print(line)
     worker = result.metadata.get("worker")
     where = f", worker pid {worker['pid']}" if worker else ""
+    runtime = ", numpy runtime" if result.metadata.get("runtime") == "numpy" else ""
     print(f"wrote {args.output} ({result.sample_rate} Hz, seed {result.metadata.get('seed')}, "
-          f"device {result.metadata.get('device')}{where})")
+          f"device {result.metadata.get('device')}{runtime}{where})")
     print(f"duration {result.duration_s:.2f} s, wall {result.wall_s:.2f} s "
           f"(load {load_s:.2f} s), real-time factor {result.rtf:.3f}")
     return 0

@@ -1,4 +1,5 @@
-"""The default engine: a Piper (VITS) voice run by our own PyTorch module.
+"""The default engine: a Piper (VITS) voice run by our own PyTorch module (or, for a one-off
+synthesis on the CPU, by its NumPy copy, :mod:`.vits_numpy`, which needs no torch import).
 
 Creating the engine reads the voice's config only (its capabilities follow from it); torch and
 the model's modules are imported when the model loads, so a page that shows the engine's
