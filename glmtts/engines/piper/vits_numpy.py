@@ -188,9 +188,8 @@ class NumpyVits:
     def _separable(self, p: str, x: np.ndarray, cond: np.ndarray | None = None) -> np.ndarray:
         if cond is not None:
             x = x + cond
-        k = self.cfg.dp_kernel
+        k, w = self.cfg.dp_kernel, self.w
         for i in range(3):
-            w = self.w
             y = depthwise_conv1d(x, w[f"{p}.convs_sep.{i}.weight"], w[f"{p}.convs_sep.{i}.bias"],
                                  k**i)
             y = gelu(self._norm(f"{p}.norms_1.{i}", y))
@@ -253,7 +252,10 @@ class NumpyVits:
                 y = x + self._conv(f"{block}.0", x_act, dilations[0])
                 for c, dil in enumerate(dilations[1:], start=1):
                     y += self._conv(f"{block}.{c}", leaky_relu(y, 0.1), dil)
-                acc = y if acc is None else acc.__iadd__(y)
+                if acc is None:
+                    acc = y
+                else:
+                    acc += y
             x = acc
         return np.tanh(self._conv("dec.conv_post", leaky_relu(x, 0.01))[0])
 
