@@ -119,8 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     synth.add_argument("--runtime", choices=("auto", "torch", "numpy"), default="auto",
                        help="what runs the piper voice: auto (numpy on the CPU for a text of "
-                            "up to 400 characters: no torch import, about 1.5 s sooner; torch "
-                            "otherwise), torch or numpy")
+                            "up to 400 characters at the voice's own rate: no torch import, "
+                            "about 1.5 s sooner; torch otherwise), torch or numpy (CPU only)")
     add_engine_arguments(synth)
     batch = sub.add_parser("batch", help="speak every line of a JSONL file (upstream GLM-TTS "
                                          "fields) into WAVs and a manifest")
@@ -196,7 +196,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
         _refuse_unused(args, engine)
         engine.check(request)
         t0 = time.perf_counter()
-        device = engine.resolve_device("cpu" if args.cpu else args.device)
+        numpy = options.get("runtime") == "numpy"  # CPU only: auto means the CPU then
+        cpu = args.cpu or (numpy and args.device.strip().lower() == "auto")
+        device = engine.resolve_device("cpu" if cpu else args.device)
         choice = cli_decide(engine, device, request)
         engine.load(device)
         load_s = time.perf_counter() - t0
@@ -230,8 +232,9 @@ NUMPY_MAX_CHARS = 400
 
 def _runtime_option(args: argparse.Namespace, chars: int) -> dict[str, object]:
     """``synth``'s ``--runtime`` as an engine option: ``auto`` picks numpy for an engine that
-    has it, in process, on the CPU, for a text of at most :data:`NUMPY_MAX_CHARS` characters
-    (where importing torch would cost more than the synthesis gains from it)."""
+    has it, in process, on the CPU, at the voice's own rate, for a text of at most
+    :data:`NUMPY_MAX_CHARS` characters (where importing torch would cost more than the
+    synthesis gains from it)."""
     import inspect
 
     from glmtts.engines import engine_class
@@ -243,7 +246,9 @@ def _runtime_option(args: argparse.Namespace, chars: int) -> dict[str, object]:
         return {"runtime": args.runtime}
     on_cpu = args.cpu or args.device.strip().lower() == "cpu"
     short = chars <= NUMPY_MAX_CHARS
-    return {"runtime": "numpy"} if takes and on_cpu and short and not _isolated(args) else {}
+    native = args.sample_rate is None  # other rates are resampled by torch: it would load
+    numpy = takes and on_cpu and short and native and not _isolated(args)
+    return {"runtime": "numpy"} if numpy else {}
 
 
 def precision_lines(engine: object, device: str, choice: object) -> list[str]:

@@ -48,6 +48,18 @@ def test_same_seed_same_audio(engines: tuple[PiperEngine, PiperEngine], text: st
     assert len(other.audio) != len(b.audio) or float(np.abs(other.audio - b.audio).max()) > 0.01
 
 
+def test_windowed_decoder_equals_a_whole_run(engines: tuple[PiperEngine, PiperEngine],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    model = engines[1]._numpy
+    assert model is not None
+    z = np.random.default_rng(5).standard_normal((192, 700), dtype=np.float32) * 0.5
+    windowed = model.decode(z)  # 700 frames: 44,800 last-stage steps, 6 windows
+    monkeypatch.setattr(vn, "WINDOW", 10**9)
+    whole = model.decode(z)
+    assert windowed.shape == whole.shape == (700 * 256,)
+    assert float(np.abs(windowed - whole).max()) < 1e-5
+
+
 def test_weights_are_the_same_bytes(engines: tuple[PiperEngine, PiperEngine]) -> None:
     torch_side, numpy_side = engines
     assert numpy_side.model_bytes() == torch_side.model_bytes() > 50 * 2**20
@@ -71,11 +83,15 @@ def test_npz_written_once_then_read(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert (first.synthesize(request).audio == second.synthesize(request).audio).all()
     monkeypatch.undo()
     monkeypatch.setenv(voice_cache.CACHE_ENV, str(tmp_path))
-    entry.write_bytes(b"not a zip file")  # unusable: written again from the torch weights
-    third = PiperEngine(runtime="numpy")
-    third.load("cpu")
-    assert (third.synthesize(request).audio == second.synthesize(request).audio).all()
-    assert voice_cache.load_arrays(first.voice_path) is not None
+    whole = entry.read_bytes()
+    # unusable entries (not a zip, empty, cut off): converted again from the torch weights
+    for damaged in (b"not a zip file", b"", whole[: len(whole) // 2]):
+        entry.write_bytes(damaged)
+        assert voice_cache.load_arrays(first.voice_path) is None
+        again = PiperEngine(runtime="numpy")
+        again.load("cpu")
+        assert (again.synthesize(request).audio == second.synthesize(request).audio).all()
+        assert voice_cache.load_arrays(first.voice_path) is not None
 
 
 def test_bad_runtime_and_device() -> None:
@@ -134,8 +150,19 @@ def test_cli_runtime_choice() -> None:
 
     assert option("--cpu") == option("--device", "cpu") == {"runtime": "numpy"}
     assert option("--cpu", chars=NUMPY_MAX_CHARS + 1) == {}  # long: torch pays its import
+    assert option("--cpu", "--sample-rate", "24000") == {}  # resampled by torch anyway
     assert option() == {}  # auto device: torch (a GPU may be there)
     assert option("--cpu", "--isolate") == {}  # a worker process: torch, measured
     assert option("--runtime", "torch", "--cpu") == {"runtime": "torch"}
     with pytest.raises(UsageError, match="--runtime: the twin engine does not take it"):
         option("--engine", "twin", "--runtime", "numpy")
+
+
+def test_cli_numpy_runtime_means_the_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from glmtts.cli import main
+
+    monkeypatch.setenv(voice_cache.CACHE_ENV, str(tmp_path))
+    out = tmp_path / "x.wav"
+    assert main(["synth", "Hello there.", "-o", str(out), "--runtime", "numpy"]) == 0
+    assert "device cpu, numpy runtime" in capsys.readouterr().out and out.stat().st_size > 1000

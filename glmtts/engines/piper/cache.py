@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -146,7 +147,8 @@ def load_arrays(voice: Path) -> tuple[VitsConfig, dict[str, np.ndarray]] | None:
             arrays = {name: data[name] for name in data.files if name != "__meta__"}
         config = {name: _tuples(value) for name, value in meta["config"].items()}
         return VitsConfig(**config), arrays
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, EOFError, zipfile.BadZipFile, ValueError, KeyError, TypeError) as exc:
+        # an empty, cut-off or damaged file included: converted again and replaced
         log.info("NumPy voice cache entry for %s unusable, writing it again: %s", voice, exc)
         return None
 

@@ -38,8 +38,10 @@ class GemmConv1d(nn.Conv1d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] != 1 or self.stride != (1,) or self.padding_mode != "zeros":
-            return super().forward(x)
+        if (x.shape[0] != 1 or self.stride != (1,) or self.padding_mode != "zeros"
+                or isinstance(self.padding, str)
+                or 2 * self.padding[0] != self.dilation[0] * (self.kernel_size[0] - 1)):
+            return super().forward(x)  # only batch-1 "same" convolutions are rewritten
         w, (d,), (p,) = self.weight, self.dilation, self.padding
         k, (cin, t) = w.shape[-1], x.shape[1:]
         xp = F.pad(x[0], (p, p)) if p else x[0]
@@ -48,7 +50,7 @@ class GemmConv1d(nn.Conv1d):
             for j in range(1, k):
                 y = y.addcmul_(xp[:, j * d: j * d + t], w[:, :, j])
             return (y if self.bias is None else y.add_(self.bias[:, None]))[None]
-        if self.groups != 1 or 2 * p != d * (k - 1):
+        if self.groups != 1:
             return super().forward(x)
         cols = xp if k == 1 else xp.as_strided((cin, k, t), (xp.stride(0), d * xp.stride(1),
                                                              xp.stride(1))).reshape(cin * k, t)
@@ -91,9 +93,11 @@ def time_major_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """
     w = conv.weight
     out, cin, _, k = w.shape
+    d, p, t = conv.dilation[1], conv.padding[1], x.shape[0]
+    if 2 * p != d * (k - 1) or conv.stride != (1, 1) or conv.padding[0] or w.shape[2] != 1:
+        return as_time_major(conv(from_time_major(x.contiguous())))  # not a "same" (1, k)
     wm = w.permute(0, 2, 3, 1).reshape(out, k * cin)
     if k > 1:
-        d, p, t = conv.dilation[1], conv.padding[1], x.shape[0]
         xp = F.pad(x, (0, 0, p, p))
         x = xp.as_strided((t, k, cin), (xp.stride(0), d * xp.stride(0), xp.stride(1))
                           ).reshape(t, k * cin)

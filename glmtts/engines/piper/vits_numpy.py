@@ -5,8 +5,11 @@ A ``glmtts synth --cpu`` process speaks one text and exits; importing torch alon
 network, with the same weights (the voice cache's, see :func:`arrays_from_state`) and the same
 random draws, on NumPy and its BLAS: a cold process needs no torch at all. It is the inference
 path only, batch 1, float32, and it runs on the true length (no buckets, no windows, no tail
-masking), so it needs none of the torch module's shortcuts. Outputs agree with the torch
-module to within float rounding (a test compares them).
+masking; only the decoder's last stage runs in windows, for memory), so it needs none of the
+torch module's other shortcuts. Outputs agree with the torch module to within float rounding
+(a test compares them), except where rounding moves a phoneme's frame count (the ceiling of a
+predicted duration) across an integer: then that sentence's length and later draws differ, as
+they would between two BLAS libraries; not seen on the test texts.
 
 Layout: ``(channels, time)`` arrays. Convolutions are matrix products over stacked shifted
 views of the input (in time slices, so that the stacked copy stays small).
@@ -24,6 +27,10 @@ from glmtts.engines.piper.vits_config import VitsConfig
 F32 = np.float32
 #: Time steps per matrix product of a wide convolution (bounds its stacked copy).
 SLICE = 8192
+#: The decoder's last stage runs in windows of at most this many input steps, each with at
+#: least OVERLAP steps of context on both sides (its receptive field is about 13), as the torch
+#: decoder does: memory stays bounded for long sentences.
+WINDOW, OVERLAP = 8192, 32
 
 
 def arrays_from_state(state: dict) -> dict[str, np.ndarray]:
@@ -45,6 +52,8 @@ def conv1d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, dilation: int = 1
     """``(in, T)`` -> ``(out, T)``: a convolution with "same" zero padding."""
     cout, cin, k = w.shape
     t = x.shape[1]
+    if k % 2 == 0:
+        raise ValueError(f"a 'same' convolution needs an odd kernel, not {k}")
     if k == 1:
         y = w[:, :, 0] @ x
     else:
@@ -69,6 +78,8 @@ def depthwise_conv1d(x: np.ndarray, w: np.ndarray, b: np.ndarray, dilation: int)
     """One filter per channel (``w``: ``(C, 1, k)``), "same" zero padding."""
     k = w.shape[2]
     t = x.shape[1]
+    if k % 2 == 0:
+        raise ValueError(f"a 'same' convolution needs an odd kernel, not {k}")
     pad = dilation * (k - 1) // 2
     xp = np.pad(x, ((0, 0), (pad, pad)))
     y = w[:, 0, 0, None] * xp[:, :t]
@@ -237,27 +248,50 @@ class NumpyVits:
             z = self._coupling(f"flow.flows.{2 * i}", np.ascontiguousarray(z[::-1]))
         return z
 
-    def decode(self, x: np.ndarray) -> np.ndarray:
-        cfg = self.cfg
-        w = self.w
-        x = self._conv("dec.conv_pre", x)
+    def _stage(self, i: int, x: np.ndarray) -> np.ndarray:
+        """Upsampling stage ``i``: the sum of its residual blocks (their mean is folded into
+        the next convolution's weights)."""
+        cfg, w = self.cfg, self.w
+        rate, k = cfg.upsample_rates[i], cfg.upsample_kernels[i]
+        x = conv_transpose1d(leaky_relu(x, 0.1), w[f"dec.ups.{i}.weight"],
+                             w[f"dec.ups.{i}.bias"], rate, (k - rate) // 2)
+        x_act = leaky_relu(x, 0.1)
         n = len(cfg.resblock_kernels)
-        for i, (rate, k) in enumerate(zip(cfg.upsample_rates, cfg.upsample_kernels, strict=True)):
-            x = conv_transpose1d(leaky_relu(x, 0.1), w[f"dec.ups.{i}.weight"],
-                                 w[f"dec.ups.{i}.bias"], rate, (k - rate) // 2)
-            x_act = leaky_relu(x, 0.1)
-            acc = None
-            for j, dilations in enumerate(cfg.resblock_dilations):
-                block = f"dec.resblocks.{i * n + j}.convs"
-                y = x + self._conv(f"{block}.0", x_act, dilations[0])
-                for c, dil in enumerate(dilations[1:], start=1):
-                    y += self._conv(f"{block}.{c}", leaky_relu(y, 0.1), dil)
-                if acc is None:
-                    acc = y
-                else:
-                    acc += y
-            x = acc
+        acc = None
+        for j, dilations in enumerate(cfg.resblock_dilations):
+            block = f"dec.resblocks.{i * n + j}.convs"
+            y = x + self._conv(f"{block}.0", x_act, dilations[0])
+            for c, dil in enumerate(dilations[1:], start=1):
+                y += self._conv(f"{block}.{c}", leaky_relu(y, 0.1), dil)
+            if acc is None:
+                acc = y
+            else:
+                acc += y
+        assert acc is not None
+        return acc
+
+    def _post(self, x: np.ndarray) -> np.ndarray:
         return np.tanh(self._conv("dec.conv_post", leaky_relu(x, 0.01))[0])
+
+    def decode(self, x: np.ndarray) -> np.ndarray:
+        x = self._conv("dec.conv_pre", x)
+        last = len(self.cfg.upsample_rates) - 1
+        for i in range(last):
+            x = self._stage(i, x)
+        valid = x.shape[1]
+        if valid <= WINDOW + 2 * OVERLAP:
+            return self._post(self._stage(last, x))
+        n = -(-valid // WINDOW)
+        step = -(-valid // n)
+        width = step + 2 * OVERLAP
+        rate = self.cfg.upsample_rates[last]
+        pieces = []
+        for start in range(0, valid, step):
+            end = min(start + step, valid)
+            lo = min(max(0, start - OVERLAP), valid - width)
+            y = self._post(self._stage(last, x[:, lo: lo + width]))
+            pieces.append(y[(start - lo) * rate: (end - lo) * rate])
+        return np.concatenate(pieces)
 
     def __call__(self, ids: list[int], rng: np.random.Generator, noise_scale: float,
                  length_scale: float, noise_w: float) -> np.ndarray:
