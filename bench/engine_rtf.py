@@ -4,7 +4,10 @@ Both sides run with their default thread counts and do the same work per text: e
 phonemes per sentence (our phonemizer, which matches Piper's), one network run per sentence
 with the voice's default noise scales, and the sentences joined with pauses. Runs are
 interleaved (ours, ORT, ours, ...) so machine noise hits both alike; each side gets one
-warm-up call. RTF = compute seconds / seconds of audio. Last line: ``ratio: ours / ORT``.
+warm-up call. RTF = compute seconds / seconds of audio. Per text, each side's time and audio
+length are the medians over the repetitions (a burst of other work on this small machine hits
+one call, not the figure); the overall RTF sums those medians over the texts. The plain means
+are printed too. Last line: ``ratio: ours / ORT`` (of the median-based RTFs).
 
 Usage: python bench/engine_rtf.py [--reps N] [--cpu]
 """
@@ -12,8 +15,10 @@ Usage: python bench/engine_rtf.py [--reps N] [--cpu]
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +61,7 @@ class OrtPiper:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--cpu", action="store_true", help="force our engine onto the CPU")
     args = ap.parse_args()
 
@@ -72,29 +77,42 @@ def main() -> None:
     engine.synthesize(SynthesisRequest(text="Warm up, please.", seed=0))
     ort.synthesize("Warm up, please.")
 
-    totals = {name: {"ours": [0.0, 0.0], "ort": [0.0, 0.0]} for name in TEXTS}
+    runs: dict[tuple[str, str], list[tuple[float, float]]] = {
+        (name, side): [] for name in TEXTS for side in ("ours", "ort")}
     for rep in range(args.reps):
         for name, text in TEXTS.items():
             t = time.perf_counter()
             res = engine.synthesize(SynthesisRequest(text=text, seed=rep))
-            totals[name]["ours"][0] += time.perf_counter() - t
-            totals[name]["ours"][1] += res.duration_s
+            runs[name, "ours"].append((time.perf_counter() - t, res.duration_s))
             t = time.perf_counter()
             audio = ort.synthesize(text)
-            totals[name]["ort"][0] += time.perf_counter() - t
-            totals[name]["ort"][1] += len(audio) / sr
+            runs[name, "ort"].append((time.perf_counter() - t, len(audio) / sr))
 
-    print(f"{'text':8} {'chars':>5} {'ours s':>8} {'ORT s':>8} {'ours RTF':>9} {'ORT RTF':>8}")
-    all_ours = [0.0, 0.0]
-    all_ort = [0.0, 0.0]
+    def median(name: str, side: str, i: int) -> float:
+        return statistics.median(r[i] for r in runs[name, side])
+
+    print(f"{'text':8} {'chars':>5} {'ours s':>8} {'ORT s':>8} {'ours RTF':>9} {'ORT RTF':>8}"
+          "   (medians of the repetitions)")
     for name, text in TEXTS.items():
-        o, r = totals[name]["ours"], totals[name]["ort"]
-        print(f"{name:8} {len(text):5d} {o[0] / args.reps:8.3f} {r[0] / args.reps:8.3f} "
-              f"{o[0] / o[1]:9.4f} {r[0] / r[1]:8.4f}")
-        all_ours = [all_ours[0] + o[0], all_ours[1] + o[1]]
-        all_ort = [all_ort[0] + r[0], all_ort[1] + r[1]]
-    rtf_ours, rtf_ort = all_ours[0] / all_ours[1], all_ort[0] / all_ort[1]
-    print(f"overall RTF: ours {rtf_ours:.4f}, onnxruntime {rtf_ort:.4f}")
+        o, r = (median(name, "ours", 0), median(name, "ours", 1)), (median(name, "ort", 0),
+                                                                     median(name, "ort", 1))
+        print(f"{name:8} {len(text):5d} {o[0]:8.3f} {r[0]:8.3f} {o[0] / o[1]:9.4f} "
+              f"{r[0] / r[1]:8.4f}")
+
+    def rtf(side: str, pick: Callable[[list[tuple[float, float]], int], float]) -> float:
+        return (sum(pick(runs[n, side], 0) for n in TEXTS)
+                / sum(pick(runs[n, side], 1) for n in TEXTS))
+
+    def by_median(rows: list[tuple[float, float]], i: int) -> float:
+        return statistics.median(r[i] for r in rows)
+
+    def by_mean(rows: list[tuple[float, float]], i: int) -> float:
+        return statistics.fmean(r[i] for r in rows)
+
+    print(f"means: RTF ours {rtf('ours', by_mean):.4f}, onnxruntime {rtf('ort', by_mean):.4f}, "
+          f"ratio {rtf('ours', by_mean) / rtf('ort', by_mean):.3f}")
+    rtf_ours, rtf_ort = rtf("ours", by_median), rtf("ort", by_median)
+    print(f"overall RTF (medians): ours {rtf_ours:.4f}, onnxruntime {rtf_ort:.4f}")
     print(f"ratio: {rtf_ours / rtf_ort:.3f}")
 
 

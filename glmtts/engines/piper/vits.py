@@ -173,8 +173,9 @@ class VitsVoice(nn.Module):
     """Phoneme ids -> waveform for one sentence (batch 1).
 
     The flow and the decoder run on ``(1, C, 1, T)`` channels-last tensors; with ``bucketing``
-    on, ``T`` is rounded up by :func:`bucket_length` (padding masked, results unchanged) so that
-    CPU kernels generated for one length serve many sentences.
+    on, the decoder's ``T`` is rounded up by :func:`bucket_length` (padding masked, results
+    unchanged) so that CPU kernels generated for one length serve many sentences (the flow's
+    matrix products need no such thing: it runs on the true length).
     """
 
     def __init__(self, cfg: VitsConfig) -> None:
@@ -219,7 +220,10 @@ class VitsVoice(nn.Module):
         eps = _normal(rng, tuple(m.shape), m)
         z = m + eps * torch.exp(logs) * noise_scale
         valid = z.shape[-1]
+        # the flow's matrix products keep nothing per shape: it runs on the true length
+        z = self.flow.inverse(z[:, :, None, :].contiguous(memory_format=torch.channels_last),
+                              valid)
         if self.bucketing:
-            z = F.pad(z, (0, bucket_length(valid) - valid))
-        z = z[:, :, None, :].contiguous(memory_format=torch.channels_last)
-        return self.dec(self.flow.inverse(z, valid), valid)
+            z = F.pad(z, (0, bucket_length(valid) - valid)).contiguous(
+                memory_format=torch.channels_last)
+        return self.dec(z, valid)
