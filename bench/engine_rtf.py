@@ -88,26 +88,23 @@ def main() -> None:
             audio = ort.synthesize(text)
             runs[name, "ort"].append((time.perf_counter() - t, len(audio) / sr))
 
-    def median(name: str, side: str, i: int) -> float:
-        return statistics.median(r[i] for r in runs[name, side])
+    def by_median(rows: list[tuple[float, float]], i: int) -> float:
+        return statistics.median(r[i] for r in rows)
+
+    def by_mean(rows: list[tuple[float, float]], i: int) -> float:
+        return statistics.fmean(r[i] for r in rows)
 
     print(f"{'text':8} {'chars':>5} {'ours s':>8} {'ORT s':>8} {'ours RTF':>9} {'ORT RTF':>8}"
           "   (medians of the repetitions)")
     for name, text in TEXTS.items():
-        o, r = (median(name, "ours", 0), median(name, "ours", 1)), (median(name, "ort", 0),
-                                                                     median(name, "ort", 1))
+        o, r = ((by_median(runs[name, side], 0), by_median(runs[name, side], 1))
+                for side in ("ours", "ort"))
         print(f"{name:8} {len(text):5d} {o[0]:8.3f} {r[0]:8.3f} {o[0] / o[1]:9.4f} "
               f"{r[0] / r[1]:8.4f}")
 
     def rtf(side: str, pick: Callable[[list[tuple[float, float]], int], float]) -> float:
         return (sum(pick(runs[n, side], 0) for n in TEXTS)
                 / sum(pick(runs[n, side], 1) for n in TEXTS))
-
-    def by_median(rows: list[tuple[float, float]], i: int) -> float:
-        return statistics.median(r[i] for r in rows)
-
-    def by_mean(rows: list[tuple[float, float]], i: int) -> float:
-        return statistics.fmean(r[i] for r in rows)
 
     print(f"means: RTF ours {rtf('ours', by_mean):.4f}, onnxruntime {rtf('ort', by_mean):.4f}, "
           f"ratio {rtf('ours', by_mean) / rtf('ort', by_mean):.3f}")

@@ -64,9 +64,10 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                              "cache ($GLMTTS_CACHE_DIR, default ~/.cache/glmtts)")
 
 
-def engine_options(args: argparse.Namespace) -> dict[str, object]:
+def engine_options(args: argparse.Namespace, chars: int | None = None) -> dict[str, object]:
     """The engine's constructor options from ``args``; :class:`UsageError` for one that the
-    chosen engine does not take."""
+    chosen engine does not take. ``chars`` (``synth``'s text length) lets ``--runtime auto``
+    choose numpy (see :func:`_numpy_pays`)."""
     import inspect
 
     from glmtts.engines import engine_class
@@ -75,9 +76,13 @@ def engine_options(args: argparse.Namespace) -> dict[str, object]:
     given = {"voice": getattr(args, "voice", None), "home": args.home,
              "use_phoneme": True if args.phoneme else None,
              "cache": False if getattr(args, "no_cache", False) else None,
-             "dtype": getattr(args, "dtype", None)}
+             "dtype": getattr(args, "dtype", None), "runtime": getattr(args, "runtime", None)}
+    if given["runtime"] == "auto":
+        given["runtime"] = None
+        if "runtime" in accepted and chars is not None and _numpy_pays(args, chars):
+            given["runtime"] = "numpy"
     flags = {"voice": "--voice", "home": "--home", "use_phoneme": "--phoneme",
-             "cache": "--no-cache", "dtype": "--dtype"}
+             "cache": "--no-cache", "dtype": "--dtype", "runtime": "--runtime"}
     options: dict[str, object] = {}
     if "dtype" in accepted and given["dtype"] is None:
         options["dtype"] = "auto"  # said, so that an engine in a worker is known to decide
@@ -181,8 +186,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     if args.output.expanduser().is_dir():
         raise UsageError(f"-o {args.output} is a folder: give a file name, e.g. "
                          f"{args.output / 'out.wav'}")
-    options = engine_options(args)
-    options.update(_runtime_option(args, len(text)))
+    options = engine_options(args, chars=len(text))
     request = SynthesisRequest(
         text=text, voice=args.voice, sample_rate=args.sample_rate, seed=args.seed,
         speed=1.0 if args.speed is None else args.speed, reference_audio=args.reference,
@@ -230,25 +234,13 @@ def cmd_synth(args: argparse.Namespace) -> int:
 NUMPY_MAX_CHARS = 400
 
 
-def _runtime_option(args: argparse.Namespace, chars: int) -> dict[str, object]:
-    """``synth``'s ``--runtime`` as an engine option: ``auto`` picks numpy for an engine that
-    has it, in process, on the CPU, at the voice's own rate, for a text of at most
-    :data:`NUMPY_MAX_CHARS` characters (where importing torch would cost more than the
-    synthesis gains from it)."""
-    import inspect
-
-    from glmtts.engines import engine_class
-
-    takes = "runtime" in inspect.signature(engine_class(args.engine).__init__).parameters
-    if args.runtime != "auto":
-        if not takes:
-            raise UsageError(f"--runtime: the {args.engine} engine does not take it")
-        return {"runtime": args.runtime}
+def _numpy_pays(args: argparse.Namespace, chars: int) -> bool:
+    """Whether ``--runtime auto`` runs numpy: in process, on the CPU, at the voice's own rate
+    (other rates are resampled by torch), for a text of at most :data:`NUMPY_MAX_CHARS`
+    characters (where importing torch would cost more than the synthesis gains from it)."""
     on_cpu = args.cpu or args.device.strip().lower() == "cpu"
-    short = chars <= NUMPY_MAX_CHARS
-    native = args.sample_rate is None  # other rates are resampled by torch: it would load
-    numpy = takes and on_cpu and short and native and not _isolated(args)
-    return {"runtime": "numpy"} if numpy else {}
+    return (on_cpu and chars <= NUMPY_MAX_CHARS and args.sample_rate is None
+            and not _isolated(args))
 
 
 def precision_lines(engine: object, device: str, choice: object) -> list[str]:

@@ -142,11 +142,11 @@ def test_depthwise_conv_erf_and_gelu() -> None:
 
 
 def test_cli_runtime_choice() -> None:
-    from glmtts.cli import NUMPY_MAX_CHARS, UsageError, _runtime_option, build_parser
+    from glmtts.cli import NUMPY_MAX_CHARS, UsageError, build_parser, engine_options
 
     def option(*argv: str, chars: int = 40) -> dict[str, object]:
-        return _runtime_option(build_parser().parse_args(["synth", "x", "-o", "o.wav", *argv]),
-                               chars)
+        args = build_parser().parse_args(["synth", "x", "-o", "o.wav", *argv])
+        return {k: v for k, v in engine_options(args, chars=chars).items() if k == "runtime"}
 
     assert option("--cpu") == option("--device", "cpu") == {"runtime": "numpy"}
     assert option("--cpu", chars=NUMPY_MAX_CHARS + 1) == {}  # long: torch pays its import

@@ -34,12 +34,11 @@ WINDOW, OVERLAP = 8192, 32
 
 
 def arrays_from_state(state: dict) -> dict[str, np.ndarray]:
-    """The torch module's state dict (any tensor-like with ``numpy()``) as C-ordered float32
-    arrays, the ``(out, in, 1, k)`` weights of its 2-D convolutions as ``(out, in, k)``."""
+    """The torch module's state dict as C-ordered float32 arrays, the ``(out, in, 1, k)``
+    weights of its 2-D convolutions as ``(out, in, k)``."""
     out = {}
     for name, value in state.items():
-        a = np.ascontiguousarray(value.detach().cpu().numpy() if hasattr(value, "detach")
-                                 else value, dtype=F32)
+        a = np.ascontiguousarray(value.detach().cpu().numpy(), dtype=F32)
         if a.ndim == 4 and a.shape[2] == 1:
             a = np.ascontiguousarray(a[:, :, 0, :])
         out[name] = a
