@@ -73,6 +73,20 @@ def run_python() -> Callable[..., subprocess.CompletedProcess[str]]:
 
 
 @pytest.fixture
+def trimmed_heap() -> None:
+    """Give glibc's free heap back before a test that expects an allocation to raise the RSS.
+
+    Earlier tests in the same worker can leave hundreds of MiB freed but resident on glibc's
+    lists; a new block is then carved from those pages and the RSS does not move (CI failed
+    that way twice). After a trim (what a light cleanup does) every new block faults in fresh
+    pages.
+    """
+    from monitoring import cleanup
+
+    cleanup.light()
+
+
+@pytest.fixture
 def fake_nvml() -> type:
     """The fault-injecting NVML stand-in class (see fake_nvml.py for why NVML is faked)."""
     return _fakes.FakeNvml

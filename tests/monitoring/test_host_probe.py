@@ -29,6 +29,7 @@ def test_rss_and_system_memory_are_real() -> None:
 
 
 @linux_only
+@pytest.mark.usefixtures("trimmed_heap")
 def test_peak_rss_resets_per_event() -> None:
     """VmHWM reset via clear_refs: a freed 128 MiB block no longer counts after the reset."""
     probe = HostProbe()
@@ -123,6 +124,7 @@ def test_peak_not_resettable_in_read_only_proc(run_python: RunPython) -> None:
     assert result["sampled_peak"] > 0
 
 
+@pytest.mark.usefixtures("trimmed_heap")
 def test_overlapping_events_keep_the_outer_host_peak_exact() -> None:
     """VmHWM is one per process: an event that starts while another is open must not reset it
     (that would cut the outer event's peak short); the inner one's peak is an upper bound."""

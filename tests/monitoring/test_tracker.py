@@ -14,10 +14,8 @@ from monitoring import Change, Sampler, Store, Tracker, cleanup, is_out_of_memor
 MiB = 1024**2
 
 
+@pytest.mark.usefixtures("trimmed_heap")  # the figures below must be this tensor's alone
 def test_256_mib_tensor_peak_and_retained_after_cleanup() -> None:
-    # Trim first: earlier tests in this worker may have left freed heap that a cleanup
-    # would give back, and the figure below must be this tensor's alone.
-    cleanup.light()
     tracker = Tracker()
     with tracker.track("synthesis", "256 MiB", size_mib=256) as handle:
         tensor = torch.ones(64 * MiB, dtype=torch.float32)  # 256 MiB, every page written
@@ -37,6 +35,7 @@ def test_256_mib_tensor_peak_and_retained_after_cleanup() -> None:
     assert record.features == {"size_mib": 256, "checksum": 1.0}
 
 
+@pytest.mark.usefixtures("trimmed_heap")
 def test_transient_versus_retained_on_host() -> None:
     kept: list[torch.Tensor] = []
     with Tracker().track("synthesis") as handle:
