@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import mmap
 import os
 import subprocess
 import sys
@@ -79,11 +80,29 @@ def trimmed_heap() -> None:
     Earlier tests in the same worker can leave hundreds of MiB freed but resident on glibc's
     lists; a new block is then carved from those pages and the RSS does not move (CI failed
     that way twice). After a trim (what a light cleanup does) every new block faults in fresh
-    pages.
+    pages. A block freed again stays resident until the next trim.
     """
     from monitoring import cleanup
 
     cleanup.light()
+
+
+def _resident_block(size: int) -> mmap.mmap:
+    block = mmap.mmap(-1, size)
+    for offset in range(0, size, mmap.PAGESIZE):
+        block[offset] = 1
+    return block
+
+
+@pytest.fixture
+def resident_block() -> Callable[[int], mmap.mmap]:
+    """``resident_block(size)``: an anonymous mapping of ``size`` bytes, every page written.
+
+    It raises the RSS by its size whatever state glibc's heap is in, and ``close()`` gives
+    every page back at once: for tests of RSS figures themselves (a heap block may be carved
+    from pages already resident, and stays resident when freed).
+    """
+    return _resident_block
 
 
 @pytest.fixture

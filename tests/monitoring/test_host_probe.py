@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import mmap
 import shutil
 import subprocess
 import sys
@@ -29,14 +30,12 @@ def test_rss_and_system_memory_are_real() -> None:
 
 
 @linux_only
-@pytest.mark.usefixtures("trimmed_heap")
-def test_peak_rss_resets_per_event() -> None:
+def test_peak_rss_resets_per_event(resident_block: Callable[[int], mmap.mmap]) -> None:
     """VmHWM reset via clear_refs: a freed 128 MiB block no longer counts after the reset."""
     probe = HostProbe()
-    block = bytearray(128 * MiB)  # zero-filled by the kernel lazily: touch every page
-    block[::4096] = b"\x01" * len(block[::4096])
+    block = resident_block(128 * MiB)
     high = probe.peak_rss_bytes()
-    del block
+    block.close()
     assert probe.reset_peak() is True
     assert probe.peak_resettable is True
     low = probe.peak_rss_bytes()
@@ -124,18 +123,16 @@ def test_peak_not_resettable_in_read_only_proc(run_python: RunPython) -> None:
     assert result["sampled_peak"] > 0
 
 
-@pytest.mark.usefixtures("trimmed_heap")
-def test_overlapping_events_keep_the_outer_host_peak_exact() -> None:
+def test_overlapping_events_keep_the_outer_host_peak_exact(
+    resident_block: Callable[[int], mmap.mmap],
+) -> None:
     """VmHWM is one per process: an event that starts while another is open must not reset it
     (that would cut the outer event's peak short); the inner one's peak is an upper bound."""
-    import numpy as np
-
     from monitoring import Tracker
 
     tracker = Tracker()
     with tracker.track("synthesis", "outer") as outer:
-        block = np.ones(96 << 20, dtype=np.uint8)  # +96 MiB, then freed inside the outer event
-        del block
+        resident_block(96 * MiB).close()  # +96 MiB, then freed inside the outer event
         with tracker.track("synthesis", "inner") as inner:
             pass
     if outer.record.peaks.host_rss_source is None:

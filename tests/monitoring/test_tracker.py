@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import gc
+import mmap
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -35,18 +36,14 @@ def test_256_mib_tensor_peak_and_retained_after_cleanup() -> None:
     assert record.features == {"size_mib": 256, "checksum": 1.0}
 
 
-@pytest.mark.usefixtures("trimmed_heap")
-def test_transient_versus_retained_on_host() -> None:
-    kept: list[torch.Tensor] = []
+def test_transient_versus_retained_on_host(resident_block: Callable[[int], mmap.mmap]) -> None:
     with Tracker().track("synthesis") as handle:
-        kept.append(torch.ones(16 * MiB))  # 64 MiB kept
-        transient = torch.ones(32 * MiB)  # 128 MiB freed before the end
-        del transient
+        kept = resident_block(64 * MiB)
+        resident_block(128 * MiB).close()  # freed before the end
     host = handle.record.breakdown.host_rss
     assert host.retained_bytes >= 56 * MiB
     assert host.transient_bytes >= 100 * MiB
-    kept.clear()
-    gc.collect()
+    kept.close()
 
 
 def test_body_exception_is_recorded_and_reraised() -> None:
